@@ -1,0 +1,87 @@
+"""CIFAR ResNets of depth 6n+2 (He et al. 2016, section 4.2): widths 16/32/64, 3x3 convs and option-A
+shortcuts (stride-2 subsampling plus zero-padded channels, so shortcuts add no parameters). `plainN` are the
+same nets without skip connections, the paper's evidence for the degradation problem."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .layers import check_kernel_size, init_weights, make_activation, make_norm, scaled
+from .registry import register_model
+
+
+class PadShortcut(nn.Module):
+    """Option A: subsample by `stride` and zero-pad the new channels evenly on both sides."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.stride, self.pad = stride, cout - cin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
+
+
+class CifarBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, k: int, bn: bool, activation: str, residual: bool) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, k, stride, k // 2, bias=not bn)
+        self.bn1 = make_norm(cout, bn)
+        self.act1 = make_activation(activation)
+        self.conv2 = nn.Conv2d(cout, cout, k, 1, k // 2, bias=not bn)
+        self.bn2 = make_norm(cout, bn)
+        self.act2 = make_activation(activation)
+        self.residual = residual
+        self.shortcut = PadShortcut(cin, cout, stride) if (stride != 1 or cin != cout) else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x)))))
+        if self.residual:
+            out = out + self.shortcut(x)
+        return self.act2(out)
+
+
+class CifarResNet(nn.Module):
+    min_input_size = 1  # global average pooling; built for 32x32
+
+    def __init__(self, depth: int, num_classes: int = 10, in_channels: int = 3, bn: bool = True,
+                 kernel_size: int = 3, width: float = 1.0, activation: str = "relu", residual: bool = True) -> None:
+        super().__init__()
+        n = (depth - 2) // 6
+        k = check_kernel_size(kernel_size)
+        widths = [scaled(c, width) for c in (16, 32, 64)]
+        self.conv1 = nn.Conv2d(in_channels, widths[0], k, 1, k // 2, bias=not bn)
+        self.bn1 = make_norm(widths[0], bn)
+        self.act = make_activation(activation)
+        cin = widths[0]
+        for i, cout in enumerate(widths):
+            blocks = [CifarBlock(cin if j == 0 else cout, cout, 2 if (i > 0 and j == 0) else 1, k, bn, activation,
+                                 residual) for j in range(n)]
+            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+            cin = cout
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(cin, num_classes)
+        init_weights(self, activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def _register(depth: int, residual_default: bool) -> None:
+    def build(num_classes: int = 10, in_channels: int = 3, bn: bool = True, kernel_size: int = 3,
+              width: float = 1.0, activation: str = "relu", residual: bool = residual_default) -> CifarResNet:
+        return CifarResNet(depth, num_classes, in_channels, bn, kernel_size, width, activation, residual)
+
+    kind = "resnet" if residual_default else "plain"
+    build.__name__ = f"{kind}{depth}"
+    build.__doc__ = f"CIFAR {'ResNet' if residual_default else 'plain net'}-{depth} ({(depth - 2) // 6} blocks a stage)."
+    register_model("cifar-" + kind)(build)
+
+
+for _d in (20, 32, 44, 56, 110, 1202):
+    _register(_d, True)
+for _d in (20, 32, 44, 56, 110):
+    _register(_d, False)

@@ -1,0 +1,64 @@
+"""A name -> builder registry, like timm's: `create_model("resnet20", num_classes=10, bn=False)`."""
+from __future__ import annotations
+
+import inspect
+from typing import Callable
+
+import torch.nn as nn
+
+from ..errors import CnnlabError
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+_FAMILY: dict[str, str] = {}
+
+
+def register_model(family: str) -> Callable:
+    """Decorator: register a builder under its function name, grouped by family for `cnnlab models`."""
+
+    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        _REGISTRY[fn.__name__] = fn
+        _FAMILY[fn.__name__] = family
+        return fn
+
+    return wrap
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY, key=lambda n: (_FAMILY[n], _natural_key(n)))
+
+
+def model_family(name: str) -> str:
+    return _FAMILY[name]
+
+
+def model_switches(name: str) -> dict[str, object]:
+    """The keyword switches a model accepts, with their defaults."""
+    sig = inspect.signature(_REGISTRY[name])
+    return {p.name: p.default for p in sig.parameters.values() if p.default is not inspect.Parameter.empty}
+
+
+def create_model(name: str, num_classes: int | None = None, in_channels: int = 3, **switches) -> nn.Module:
+    """Build a registered model. Unknown names or switches raise CnnlabError naming the culprit."""
+    if name not in _REGISTRY:
+        raise CnnlabError(f"unknown model '{name}'; `cnnlab models` lists the {len(_REGISTRY)} available")
+    allowed = model_switches(name)
+    for key in switches:
+        if key not in allowed:
+            raise CnnlabError(f"model '{name}' has no switch '{key}'; it takes: {', '.join(sorted(allowed))}")
+    if num_classes is not None:
+        switches["num_classes"] = num_classes
+    switches["in_channels"] = in_channels
+    _check_positive(switches, "num_classes", "in_channels")
+    return _REGISTRY[name](**switches)
+
+
+def _check_positive(values: dict, *keys: str) -> None:
+    for key in keys:
+        if key in values and (not isinstance(values[key], int) or values[key] < 1):
+            raise CnnlabError(f"{key} must be a positive integer, got {values[key]!r}")
+
+
+def _natural_key(name: str) -> tuple:
+    import re
+
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))

@@ -1,0 +1,1 @@
+"""Reports for people: per-layer model summaries and tables."""
