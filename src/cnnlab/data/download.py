@@ -1,0 +1,53 @@
+"""Downloads with checksum verification, resumable after an interruption, written atomically.
+
+The bytes go to `<file>.part`; a later call asks the server for the rest (HTTP Range) and the file is
+renamed into place only once its MD5 matches, so a reader never sees a partial or corrupt file."""
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from ..errors import CnnlabError
+
+CHUNK = 1 << 20
+
+
+def md5sum(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download(url: str, dest: Path, md5: str | None = None, timeout: float = 60.0) -> Path:
+    """Fetch `url` into `dest` unless a verified copy is already there."""
+    dest = Path(dest)
+    if dest.exists() and (md5 is None or md5sum(dest) == md5):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            resumed = have > 0 and response.status == 206
+            with open(part, "ab" if resumed else "wb") as f:
+                for block in iter(lambda: response.read(CHUNK), b""):
+                    f.write(block)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and have:  # nothing left to fetch: the part file is already whole
+            pass
+        else:
+            raise CnnlabError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise CnnlabError(f"download of {url} failed ({getattr(exc, 'reason', exc)}); "
+                          f"run again to resume") from None
+    if md5 is not None and (got := md5sum(part)) != md5:
+        part.unlink()
+        raise CnnlabError(f"download of {url} is corrupt: MD5 {got}, expected {md5}; the partial file was removed")
+    os.replace(part, dest)
+    return dest
