@@ -1,0 +1,48 @@
+"""Device and numeric precision: pick what the hardware does natively and fast."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from ..errors import CnnlabError
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CnnlabError("--device cuda: no CUDA GPU is available here (use --device cpu or auto)")
+    return torch.device(name)
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX-512 BF16 or AMX: without them, bf16 convolutions on the CPU are emulated and far slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags for f in ("avx512_bf16", "amx_bf16"))
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    if name == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if cpu_has_native_bf16() else "fp32"
+    if name == "fp16" and device.type != "cuda":
+        raise CnnlabError("--precision fp16 needs a CUDA GPU; on the CPU use bf16 or fp32")
+    return name
+
+
+def autocast(device: torch.device, precision: str):
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def use_all_cores() -> int:
+    """One thread per core this process may run on (not the machine's count in a container)."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(n)
+    return n

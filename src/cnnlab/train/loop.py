@@ -1,0 +1,210 @@
+"""The training loop: SGD and backpropagation over device-resident batches, evaluation every epoch,
+atomic checkpoints, exact resume. Read `train` top to bottom; the helpers below it are small."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import yaml
+from tqdm import tqdm
+
+from ..data import load_dataset, stratified_split
+from ..errors import CnnlabError
+from ..models import create_model
+from ..report.summary import summarize
+from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint, save_weights, load_weights
+from .config import TrainConfig
+from .device import autocast, resolve_device, resolve_precision, use_all_cores
+from .evaluate import metrics_from_logits, predict_logits
+from .optim import build_optimizer, build_scheduler
+from .tensors import channel_stats, normalize, to_device
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> dict:
+    """Train as `cfg` says; returns the summary (also written to `<out>/summary.json`)."""
+    cfg.validate()
+    wall_start = time.perf_counter()
+    threads = use_all_cores()
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    run_dir = Path(cfg.out or f"runs/{cfg.model}-{Path(cfg.data).name.split('.')[0]}-{datetime.now():%Y%m%d-%H%M%S}")
+    _check_run_dir(run_dir, cfg, resume)
+
+    # Data: decoded once, moved to the device as uint8, split into train / val / test.
+    ds = load_dataset(cfg.data, download=cfg.download, holdout=cfg.holdout, image_size=cfg.image_size,
+                      skip_bad=cfg.skip_bad)
+    size = cfg.image_size or ds.default_image_size or ds.image_size[0]
+    if ds.image_size[0] != ds.image_size[1] and cfg.image_size is None:
+        raise CnnlabError(f"{cfg.data}: images are {ds.image_size[1]}x{ds.image_size[0]}, not square; "
+                          f"pass --image-size N")
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.model, num_classes=ds.num_classes, in_channels=ds.channels, **cfg.model_kwargs)
+    _check_input_size(model, cfg.model, size)
+    stats = summarize(model, (ds.channels, size, size), cfg.model)
+    if cfg.val_fraction > 0:
+        fit_idx, val_idx = stratified_split(ds.train_y, cfg.val_fraction, cfg.seed)
+    else:
+        fit_idx, val_idx = slice(None), None
+    mean, std = channel_stats(ds.train_x[fit_idx])
+    x_train, y_train = to_device(ds.train_x[fit_idx], ds.train_y[fit_idx], size, device)
+    x_test, y_test = to_device(ds.test_x, ds.test_y, size, device)
+    x_val, y_val = to_device(ds.train_x[val_idx], ds.train_y[val_idx], size, device) if val_idx is not None \
+        else (x_test, y_test)  # no separate validation split: the best epoch is chosen on the test split
+    mean_t = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
+
+    model = model.to(device, memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, cfg)
+    batch = min(cfg.batch_size, len(x_train))
+    steps_per_epoch = len(x_train) // batch  # the ragged last batch is dropped: BN needs full batches
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+
+    st = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_accuracy": -1.0, "best_epoch": 0,
+          "bad_epochs": 0, "train_seconds": 0.0, "images_seen": 0, "metrics_bytes": 0,
+          "loss_sum": torch.zeros((), device=device), "correct": torch.zeros((), device=device, dtype=torch.long)}
+    metrics_path = run_dir / "metrics.jsonl"
+    if resume:
+        saved = load_checkpoint(run_dir, model)
+        optimizer.load_state_dict(saved.pop("optimizer"))
+        scheduler.load_state_dict(saved.pop("scheduler"))
+        scaler.load_state_dict(saved.pop("scaler"))
+        torch.set_rng_state(saved.pop("rng"))
+        st.update({k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in saved.items()})
+        with open(metrics_path, "r+b") as f:  # drop lines logged after the checkpoint by the killed run
+            f.truncate(st["metrics_bytes"])
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        spec = {"model": cfg.model, "model_kwargs": cfg.model_kwargs, "num_classes": ds.num_classes,
+                "in_channels": ds.channels, "image_size": size, "mean": mean, "std": std, "classes": ds.classes,
+                "precision": precision}
+        atomic_write_text(run_dir / "model.json", json.dumps(spec, indent=1))
+        metrics_path.write_text("")
+
+    def checkpoint() -> None:
+        st["metrics_bytes"] = metrics_path.stat().st_size
+        save_checkpoint(run_dir, st["global_step"], model, {
+            **st, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(), "rng": torch.get_rng_state()})
+
+    bar = tqdm(total=cfg.epochs * steps_per_epoch * batch, initial=st["global_step"] * batch, unit="img",
+               unit_scale=True, disable=cfg.quiet, dynamic_ncols=True, desc=f"{cfg.model} on {ds.name}")
+    log = open(metrics_path, "a")
+    model.train()
+    while st["epoch"] < cfg.epochs:
+        epoch = st["epoch"]
+        # The order of an epoch depends only on (seed, epoch): a resumed run draws the same batches.
+        order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+        order = order.to(device)
+        tick = time.perf_counter()
+        for s in range(st["step_in_epoch"], steps_per_epoch):
+            idx = order[s * batch:(s + 1) * batch]
+            xb, yb = normalize(x_train[idx], mean_t, std_t), y_train[idx]
+            with autocast(device, precision):
+                logits = model(xb)
+            loss = criterion(logits.float(), yb)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            st["loss_sum"] += loss.detach()
+            st["correct"] += (logits.detach().argmax(1) == yb).sum()
+            st["global_step"] += 1
+            st["step_in_epoch"] = s + 1
+            st["images_seen"] += len(idx)
+            if st["global_step"] % cfg.log_every == 0:  # the only place a step waits for the device
+                loss_value = float(loss.detach())
+                _write(log, {"type": "step", "step": st["global_step"], "epoch": epoch + 1, "loss": loss_value,
+                             "lr": optimizer.param_groups[0]["lr"]})
+                bar.update(cfg.log_every * batch)
+                bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
+            if cfg.checkpoint_every and st["global_step"] % cfg.checkpoint_every == 0:
+                st["train_seconds"] += time.perf_counter() - tick
+                tick = time.perf_counter()
+                log.flush()
+                checkpoint()
+        st["train_seconds"] += time.perf_counter() - tick
+
+        val = metrics_from_logits(predict_logits(model, x_val, mean_t, std_t, precision), y_val, ds.num_classes)
+        n_seen = max(1, steps_per_epoch * batch)
+        record = {"type": "epoch", "epoch": epoch + 1, "step": st["global_step"],
+                  "train_loss": float(st["loss_sum"]) / max(1, steps_per_epoch),
+                  "train_accuracy": float(st["correct"]) / n_seen, "val_loss": val["loss"],
+                  "val_accuracy": val["accuracy"], "lr": optimizer.param_groups[0]["lr"],
+                  "train_seconds": st["train_seconds"]}
+        _write(log, record)
+        bar.set_postfix(loss=f"{record['train_loss']:.3f}", val_acc=f"{val['accuracy']:.4f}", refresh=False)
+        bar.update(st["global_step"] * batch - bar.n)
+        if val["accuracy"] > st["best_accuracy"]:
+            st.update(best_accuracy=val["accuracy"], best_epoch=epoch + 1, bad_epochs=0)
+            save_weights(model, run_dir / "best.safetensors")
+        else:
+            st["bad_epochs"] += 1
+        st.update(epoch=epoch + 1, step_in_epoch=0)
+        st["loss_sum"].zero_()
+        st["correct"].zero_()
+        log.flush()
+        checkpoint()
+        if cfg.early_stop and st["bad_epochs"] >= cfg.early_stop:
+            bar.write(f"early stop: no better validation accuracy for {cfg.early_stop} epochs")
+            break
+    bar.close()
+    log.close()
+
+    save_weights(model, run_dir / "last.safetensors")
+    if val_idx is not None:  # test the weights chosen on validation; without a val split, the last ones
+        load_weights(model, run_dir / "best.safetensors")
+    test = metrics_from_logits(predict_logits(model, x_test, mean_t, std_t, precision), y_test, ds.num_classes)
+    summary = {
+        "model": cfg.model, "model_kwargs": cfg.model_kwargs, "dataset": ds.name,
+        "image_size": f"{ds.image_size[0]}x{ds.image_size[1]}" + (f" resized to {size}x{size}"
+                                                                  if ds.image_size != (size, size) else ""),
+        "train_images": len(x_train), "val_images": len(x_val) if val_idx is not None else 0,
+        "test_images": len(x_test), "params": stats.params, "macs": stats.macs, "epochs": st["epoch"],
+        "steps": st["global_step"], "seed": cfg.seed, "device": str(device), "precision": precision,
+        "threads": threads, "train_seconds": round(st["train_seconds"], 3),
+        "wall_seconds": round(time.perf_counter() - wall_start, 3),
+        "images_per_second": round(st["images_seen"] / max(st["train_seconds"], 1e-9), 1),
+        "best_val_accuracy": st["best_accuracy"], "best_epoch": st["best_epoch"],
+        "test_accuracy": test["accuracy"], "test_top5_accuracy": test["top5_accuracy"], "notes": ds.notes,
+    }
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=1))
+    return summary
+
+
+def _write(log, record: dict) -> None:
+    log.write(json.dumps(record) + "\n")
+
+
+def _check_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> None:
+    has_checkpoint = (run_dir / "checkpoints" / "latest").exists()
+    if resume:
+        if not has_checkpoint:
+            raise CnnlabError(f"--resume: {run_dir} holds no checkpoint to continue from")
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+        for key, value in cfg.to_dict().items():
+            if key not in ("quiet", "log_every") and saved.get(key) != value:
+                raise CnnlabError(f"--resume: '{key}' was {saved.get(key)!r} in {run_dir}, now {value!r}; "
+                                  f"resume with the same settings")
+    elif has_checkpoint or (run_dir / "summary.json").exists():
+        raise CnnlabError(f"--out {run_dir} already holds a run; add --resume to continue it or choose "
+                          f"another folder")
+
+
+def _check_input_size(model: nn.Module, name: str, size: int) -> None:
+    minimum = getattr(model, "min_input_size", 1)
+    if size < minimum:
+        raise CnnlabError(f"{name} needs inputs of at least {minimum}x{minimum}, the data is {size}x{size}; "
+                          f"pass --image-size {minimum} or larger")
