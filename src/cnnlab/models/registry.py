@@ -42,14 +42,24 @@ def create_model(name: str, num_classes: int | None = None, in_channels: int = 3
     if name not in _REGISTRY:
         raise CnnlabError(f"unknown model '{name}'; `cnnlab models` lists the {len(_REGISTRY)} available")
     allowed = model_switches(name)
-    for key in switches:
+    for key, value in switches.items():
         if key not in allowed:
             raise CnnlabError(f"model '{name}' has no switch '{key}'; it takes: {', '.join(sorted(allowed))}")
+        _check_type(name, key, value, allowed[key])
     if num_classes is not None:
         switches["num_classes"] = num_classes
     switches["in_channels"] = in_channels
     _check_positive(switches, "num_classes", "in_channels")
     return _REGISTRY[name](**switches)
+
+
+def _check_type(model: str, key: str, value: object, default: object) -> None:
+    """A switch takes the type of its default (an int where a float is expected is fine)."""
+    ok = isinstance(value, bool) if isinstance(default, bool) else (
+        isinstance(value, (int, float)) and not isinstance(value, bool) if isinstance(default, float) else
+        isinstance(value, type(default)) and not isinstance(value, bool))
+    if not ok:
+        raise CnnlabError(f"model '{model}': switch {key}={value!r} must be a {type(default).__name__}")
 
 
 def _check_positive(values: dict, *keys: str) -> None:

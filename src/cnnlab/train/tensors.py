@@ -10,7 +10,7 @@ import torch.nn.functional as F
 def to_device(images: np.ndarray, labels: np.ndarray, size: int, device: torch.device,
               chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, H, W, C) uint8 -> (N, C, size, size) uint8 on `device`, resized (bilinear) if needed."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+    x = torch.from_numpy(np.require(images, np.uint8, ["C", "W"])).permute(0, 3, 1, 2)  # copies read-only maps
     if x.shape[-2:] != (size, size):
         parts = []
         for i in range(0, len(x), chunk):

@@ -1,0 +1,225 @@
+"""The `cnnlab` command line: a thin layer over the Python API. Every user error is one line, exit 2."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from .errors import CnnlabError
+
+HELP = {
+    "model": "model name (see `cnnlab models`)", "data": "registered data set or a path (folder, .tar.gz, "
+    "CIFAR batches, MNIST IDX)", "download": "fetch a registered data set (cifar10, cifar100, mnist, "
+    "fashion-mnist) if absent", "image_size": "size models see; also resizes images of mixed sizes",
+    "holdout": "folders without test/: fraction (<1) or count (>=1) per class held out as the test split",
+    "val_fraction": "fraction of the training split per class used to pick the best epoch (0: use test)",
+    "skip_bad": "skip unreadable images and report how many", "epochs": "passes over the training split",
+    "batch_size": "images per step", "early_stop": "stop after N epochs without a better val accuracy",
+    "optimizer": "sgd (Nesterov momentum) or adamw", "lr": "peak learning rate", "momentum": "SGD momentum",
+    "nesterov": "Nesterov momentum", "weight_decay": "L2 penalty (decoupled for adamw)",
+    "decay_bn_and_bias": "also decay BN and bias parameters", "schedule": "constant, step, cosine or onecycle",
+    "warmup_epochs": "linear warm-up length (cosine, onecycle)", "step_size": "step schedule: epochs per decay",
+    "gamma": "step schedule: decay factor", "label_smoothing": "label smoothing of the cross-entropy",
+    "grad_clip": "clip the global gradient norm (0: off)", "device": "auto, cpu or cuda",
+    "precision": "auto, fp32, bf16 or fp16 (auto: bf16 where the hardware is native, else fp32)",
+    "seed": "random seed (same seed, same machine: identical weights)", "out": "run folder",
+    "checkpoint_every": "also checkpoint every N steps", "log_every": "steps between metric lines",
+    "quiet": "no progress bar", "model_kwargs": "model switches, e.g. bn=false kernel_size=7 activation=sigmoid",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a wrong option is one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> None:
+        raise CnnlabError(f"{message} (see `{self.prog} --help`)")
+
+
+def parse_kwargs(items: list[str]) -> dict:
+    """['bn=false', 'kernel_size=7', 'width=0.5'] -> {'bn': False, 'kernel_size': 7, 'width': 0.5}"""
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise CnnlabError(f"--model-kwargs: expected key=value, got '{item}'")
+        out[key.replace("-", "_")] = _parse_value(raw)
+    return out
+
+
+def _parse_value(raw: str):
+    if raw.lower() in ("true", "false", "yes", "no", "on", "off"):
+        return raw.lower() in ("true", "yes", "on")
+    for kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            pass
+    return raw
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    from .train import TrainConfig
+
+    p.add_argument("--config", type=Path, help="YAML file of settings; options given here override it")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        kw = {"dest": f.name, "default": argparse.SUPPRESS, "help": HELP.get(f.name)}
+        if f.name == "model_kwargs":
+            p.add_argument(flag, nargs="+", metavar="KEY=VALUE", **kw)
+        elif f.name == "quiet":
+            p.add_argument("-q", flag, action="store_true", **kw)
+        elif isinstance(default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        else:
+            kind = {"image_size": int, "out": str}.get(f.name, type(default))
+            p.add_argument(flag, type=kind, metavar=f.name.upper(), **kw)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, train
+
+    values = {k: v for k, v in vars(args).items() if k not in ("command", "func", "config", "resume")}
+    if "model_kwargs" in values:
+        values["model_kwargs"] = parse_kwargs(values["model_kwargs"])
+    base = TrainConfig.from_yaml(args.config).to_dict() if args.config else {}
+    cfg = TrainConfig.from_dict({**base, **values}, "options")
+    if args.resume and not cfg.out:
+        raise CnnlabError("--resume needs --out, the folder of the run to continue")
+    s = train(cfg, resume=args.resume)
+    if not cfg.quiet:
+        print(f"\n{s['model']} on {s['dataset']} ({s['image_size']}): {s['params']:,} params, "
+              f"{s['macs'] / 1e6:.1f}M MACs per image, {s['precision']} on {s['device']} x{s['threads']}")
+        print(f"  {s['epochs']} epochs in {s['train_seconds']:.1f}s ({s['images_per_second']:.0f} img/s)")
+        print(f"  best val accuracy {s['best_val_accuracy']:.4f} (epoch {s['best_epoch']})")
+        print(f"  test accuracy     {s['test_accuracy']:.4f}  (top-5 {s['test_top5_accuracy']:.4f})")
+        for note in s["notes"]:
+            print(f"  note: {note}")
+        print(f"  run folder: {cfg.out or 'runs/'}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .inference import evaluate_run
+
+    r = evaluate_run(args.checkpoint, args.data, weights=args.weights, holdout=args.holdout)
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    print(f"{r['model']} on {r['dataset']} test split ({r['count']} images): accuracy {r['accuracy']:.4f}, "
+          f"top-5 {r['top5_accuracy']:.4f}")
+    width = max(len(c) for c in r["classes"])
+    for c, acc in zip(r["classes"], r["per_class_accuracy"]):
+        print(f"  {c:<{width}}  {acc:.4f}")
+    print("confusion matrix (rows: true class, columns: predicted):")
+    for row in r["confusion_matrix"]:
+        print("  " + " ".join(f"{v:5d}" for v in row))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .inference import predict_images
+
+    results = predict_images(args.checkpoint, args.images, top_k=args.top_k, weights=args.weights)
+    if args.json:
+        print(json.dumps(results))
+        return 0
+    for r in results:
+        print(r["image"] + ": " + ", ".join(f"{p['class']} {p['probability']:.3f}" for p in r["top"]))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    import torch
+
+    from .models import create_model, list_models, model_family, model_switches
+
+    rows = []
+    for name in list_models():
+        with torch.device("meta"):  # shapes only: counting VGG-19's parameters needs no memory
+            params = sum(p.numel() for p in create_model(name).parameters())
+        switches = model_switches(name)
+        rows.append({"name": name, "family": model_family(name), "params": params,
+                     "num_classes": switches["num_classes"],
+                     "switches": {k: v for k, v in switches.items() if k not in ("num_classes", "in_channels")}})
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    print(f"{'model':<12} {'family':<14} {'params':>13}  switches (defaults)")
+    for r in rows:
+        sw = " ".join(f"{k}={v}" for k, v in r["switches"].items())
+        print(f"{r['name']:<12} {r['family']:<14} {r['params']:>13,}  {sw}   ({r['num_classes']} classes)")
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from .models import create_model
+    from .report.summary import format_summary, parse_input_shape, summarize
+
+    shape = parse_input_shape(args.input)
+    model = create_model(args.model, num_classes=args.classes, in_channels=shape[0],
+                         **parse_kwargs(args.model_kwargs or []))
+    s = summarize(model, shape, args.model)
+    print(json.dumps({"model": args.model, **s.to_dict()}) if args.json else format_summary(s, args.model))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="cnnlab", description="Build, train, diagnose and search CNNs for image classification.")
+    parser.add_argument("--version", action="version", version=f"cnnlab {__import__('cnnlab').__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train a model", description="Train a model with SGD and backpropagation.")
+    _add_train_options(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a trained run on a data set's test split")
+    p.add_argument("--checkpoint", required=True, type=Path, help="run folder written by `cnnlab train --out`")
+    p.add_argument("--data", required=True, help=HELP["data"])
+    p.add_argument("--weights", choices=("best", "last"), default="best")
+    p.add_argument("--holdout", type=float, default=0.2, help=HELP["holdout"])
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="classify image files with a trained run")
+    p.add_argument("--checkpoint", required=True, type=Path, help="run folder written by `cnnlab train --out`")
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--weights", choices=("best", "last"), default="best")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("models", help="list the registered models")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("summary", help="per-layer shapes, parameters, MACs and receptive fields")
+    p.add_argument("model")
+    p.add_argument("--input", default="3x32x32", help="CxHxW (default 3x32x32)")
+    p.add_argument("--classes", type=int, default=None, help="number of classes (default: the model's)")
+    p.add_argument("--model-kwargs", nargs="+", metavar="KEY=VALUE", help=HELP["model_kwargs"])
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_summary)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except CnnlabError as exc:
+        print(f"cnnlab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cnnlab: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into `head`: not an error worth a traceback
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
