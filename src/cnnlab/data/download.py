@@ -35,9 +35,13 @@ def download(url: str, dest: Path, md5: str | None = None, timeout: float = 60.0
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             resumed = have > 0 and response.status == 206
+            length = response.headers.get("Content-Length")
+            expected = (have if resumed else 0) + int(length) if length is not None else None
             with open(part, "ab" if resumed else "wb") as f:
                 for block in iter(lambda: response.read(CHUNK), b""):
                     f.write(block)
+            if expected is not None and part.stat().st_size < expected:  # the connection broke off early
+                raise OSError(f"connection closed after {part.stat().st_size} of {expected} bytes")
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and have:  # nothing left to fetch: the part file is already whole
             pass
