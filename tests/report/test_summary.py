@@ -1,0 +1,38 @@
+"""Per-layer summary checked against hand computation and published receptive fields."""
+import pytest
+import torch.nn as nn
+
+import cnnlab
+from cnnlab.report.summary import parse_input_shape, summarize
+
+
+def test_hand_computed_stack():
+    """conv3 -> conv3 -> pool2 -> conv3: RF 3, 5, 6, 10; MACs = out pixels x cin x k^2 x cout."""
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+                        nn.MaxPool2d(2), nn.Conv2d(8, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 8 * 8, 5))
+    s = summarize(net, (3, 16, 16))
+    rf = {r.name: r.receptive_field for r in s.layers}
+    assert [rf["0"], rf["2"], rf["3"], rf["4"]] == [3, 5, 6, 10] and rf["6"] is None
+    macs = {r.name: r.macs for r in s.layers}
+    assert macs["0"] == 16 * 16 * 8 * 3 * 9 and macs["4"] == 8 * 8 * 4 * 8 * 9 and macs["6"] == 256 * 5
+    assert s.params == sum(p.numel() for p in net.parameters()) and s.receptive_field == 10
+    assert [r.output for r in s.layers][3] == [8, 8, 8]
+
+
+@pytest.mark.parametrize("name,rf", [("alexnet", 195), ("vgg16", 212), ("resnet18", 435)])
+def test_published_receptive_fields(name, rf):
+    # Araujo et al., "Computing receptive fields of convolutional neural networks" (Distill 2019), Table 1
+    assert summarize(cnnlab.create_model(name), (3, 224, 224)).receptive_field == rf
+
+
+def test_residual_add_takes_the_larger_branch():
+    s = summarize(cnnlab.create_model("resnet20"), (3, 32, 32))
+    assert s.receptive_field == 81  # 19 3x3 convs, strides 1, 2, 2: 1 + 2*7 + 4*6 + 8*6 ... = 81
+    plain = summarize(cnnlab.create_model("plain20"), (3, 32, 32))
+    assert plain.receptive_field == s.receptive_field and plain.macs == s.macs
+
+
+def test_parse_input_shape():
+    assert parse_input_shape("1x28x28") == (1, 28, 28) and parse_input_shape("64") == (3, 64, 64)
+    with pytest.raises(cnnlab.CnnlabError, match="--input must look like"):
+        parse_input_shape("3by32")
