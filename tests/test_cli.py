@@ -17,7 +17,7 @@ def test_train_eval_predict_round_trip(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", *FAST, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "test accuracy" in printed and "8x8 resized to 16x16" in printed
+    assert "test accuracy" in printed and "8x8 resized to 16x16" in printed and f"run folder: {out}" in printed
     summary = json.loads((out / "summary.json").read_text())
 
     assert main(["eval", "--checkpoint", str(out), "--data", "digits", "--json"]) == 0

@@ -98,7 +98,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"  test accuracy     {s['test_accuracy']:.4f}  (top-5 {s['test_top5_accuracy']:.4f})")
         for note in s["notes"]:
             print(f"  note: {note}")
-        print(f"  run folder: {cfg.out or 'runs/'}")
+        print(f"  run folder: {s['run_dir']}")
     return 0
 
 

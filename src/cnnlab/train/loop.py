@@ -179,6 +179,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         "images_per_second": round(st["images_seen"] / max(st["train_seconds"], 1e-9), 1),
         "best_val_accuracy": st["best_accuracy"], "best_epoch": st["best_epoch"],
         "test_accuracy": test["accuracy"], "test_top5_accuracy": test["top5_accuracy"], "notes": ds.notes,
+        "run_dir": str(run_dir),
     }
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=1))
     return summary
