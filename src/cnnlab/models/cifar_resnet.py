@@ -5,41 +5,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .layers import check_kernel_size, init_weights, make_activation, make_norm, scaled
 from .registry import register_model
-
-
-class PadShortcut(nn.Module):
-    """Option A: subsample by `stride` and zero-pad the new channels evenly on both sides."""
-
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.stride, self.pad = stride, cout - cin
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x[:, :, :: self.stride, :: self.stride]
-        return F.pad(x, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
-
-
-class CifarBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int, k: int, bn: bool, activation: str, residual: bool) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, k, stride, k // 2, bias=not bn)
-        self.bn1 = make_norm(cout, bn)
-        self.act1 = make_activation(activation)
-        self.conv2 = nn.Conv2d(cout, cout, k, 1, k // 2, bias=not bn)
-        self.bn2 = make_norm(cout, bn)
-        self.act2 = make_activation(activation)
-        self.residual = residual
-        self.shortcut = PadShortcut(cin, cout, stride) if (stride != 1 or cin != cout) else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x)))))
-        if self.residual:
-            out = out + self.shortcut(x)
-        return self.act2(out)
+from .resnet import BasicBlock
 
 
 class CifarResNet(nn.Module):
@@ -56,8 +25,8 @@ class CifarResNet(nn.Module):
         self.act = make_activation(activation)
         cin = widths[0]
         for i, cout in enumerate(widths):
-            blocks = [CifarBlock(cin if j == 0 else cout, cout, 2 if (i > 0 and j == 0) else 1, k, bn, activation,
-                                 residual) for j in range(n)]
+            blocks = [BasicBlock(cin if j == 0 else cout, cout, 2 if (i > 0 and j == 0) else 1, k, bn, activation,
+                                 residual, shortcut="pad") for j in range(n)]
             setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
             cin = cout
         self.avgpool = nn.AdaptiveAvgPool2d(1)

@@ -5,22 +5,37 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .layers import check_kernel_size, init_weights, make_activation, make_norm, scaled
 from .registry import register_model
 
 
+class PadShortcut(nn.Module):
+    """Option A (the CIFAR ResNets): subsample by `stride` and zero-pad the new channels evenly on both
+    sides, so the shortcut adds no parameters."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.stride, self.pad = stride, cout - cin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
+
+
 class BasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, cin: int, planes: int, stride: int, k: int, bn: bool, activation: str, residual: bool) -> None:
+    def __init__(self, cin: int, planes: int, stride: int, k: int, bn: bool, activation: str, residual: bool,
+                 shortcut: str = "projection") -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(cin, planes, k, stride, k // 2, bias=not bn)
         self.bn1 = make_norm(planes, bn)
         self.relu = make_activation(activation)
         self.conv2 = nn.Conv2d(planes, planes, k, 1, k // 2, bias=not bn)
         self.bn2 = make_norm(planes, bn)
-        self.downsample = _shortcut(cin, planes, stride, bn) if residual else None
+        self.downsample = _shortcut(cin, planes, stride, bn, shortcut) if residual else None
         self.residual = residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -56,10 +71,13 @@ class Bottleneck(nn.Module):
         return self.relu(out)
 
 
-def _shortcut(cin: int, cout: int, stride: int, bn: bool) -> nn.Module | None:
-    """Option B: a 1x1 projection only where the shape changes; identity elsewhere."""
+def _shortcut(cin: int, cout: int, stride: int, bn: bool, kind: str = "projection") -> nn.Module | None:
+    """Identity where the shape stays; where it changes, option B (a 1x1 projection, torchvision's) or
+    option A ("pad": subsample and zero-pad, He et al.'s CIFAR nets)."""
     if stride == 1 and cin == cout:
         return None
+    if kind == "pad":
+        return PadShortcut(cin, cout, stride)
     layers = [nn.Conv2d(cin, cout, 1, stride, bias=not bn)]
     return nn.Sequential(*layers, nn.BatchNorm2d(cout)) if bn else nn.Sequential(*layers)
 
