@@ -3,14 +3,12 @@ atomic checkpoints, exact resume. Read `train` top to bottom; the helpers below 
 from __future__ import annotations
 
 import json
-import os
 import time
 from datetime import datetime
 from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import yaml
 from tqdm import tqdm
 
