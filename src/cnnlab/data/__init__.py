@@ -64,7 +64,7 @@ def _extract(archive: Path, root: Path, target: Path) -> None:
 
 
 def load_dataset(spec: str, *, download: bool = False, holdout: float = 0.2, image_size: int | None = None,
-                 skip_bad: bool = False, use_cache: bool = True) -> ImageDataset:
+                 skip_bad: bool = False) -> ImageDataset:
     """A registered name (`digits`, `cifar10`, `cifar100`, `mnist`, `fashion-mnist`) or a path to CIFAR
     python batches, MNIST IDX files, or a folder (or .tar.gz) of class subfolders of images."""
     if spec == "digits":
@@ -92,8 +92,7 @@ def load_dataset(spec: str, *, download: bool = False, holdout: float = 0.2, ima
         return load_mnist(path, name)
     if path.is_dir() or is_archive(path):
         options = {"holdout": holdout, "image_size": image_size, "skip_bad": skip_bad}
-        build = lambda: load_folder(path, holdout, image_size, skip_bad)  # noqa: E731
-        return cached(path, build, **options) if use_cache else build()
+        return cached(path, lambda: load_folder(path, holdout, image_size, skip_bad), **options)
     raise CnnlabError(f"--data {spec}: not a data set cnnlab can read (a folder or .tar.gz of images, CIFAR "
                       f"python batches or MNIST IDX files)")
 
