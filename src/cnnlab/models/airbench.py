@@ -1,0 +1,85 @@
+"""The network of airbench94 (Keller Jordan, 2024), the fastest known CIFAR-10 trainer, rebuilt as a
+cnnlab model: a frozen 2x2 *whitening* convolution fitted to the data's patch covariance, then three
+conv-pool-norm-act-conv-norm-act groups (64, 256, 256 channels) and a scaled linear head.
+
+The whitening layer is what makes a few epochs enough: the first layer starts decorrelated instead of
+learning to be. `init_from_data` fits it; cnnlab's trainer calls it before the first step."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .layers import check_kernel_size, make_activation, scaled
+from .registry import register_model
+
+
+def shift_only_batchnorm(channels: int) -> nn.BatchNorm2d:
+    """airbench's batch norm: running statistics with momentum 0.6 (torch's 0.4), a learned shift and no
+    learned scale, since the scale of a GELU net's layer is redundant with the next conv's. A plain
+    BatchNorm2d (not a subclass), so tracers and exporters treat it as the standard layer."""
+    norm = nn.BatchNorm2d(channels, eps=1e-12, momentum=0.4)
+    norm.weight.requires_grad_(False)
+    return norm
+
+
+class ConvGroup(nn.Module):
+    def __init__(self, cin: int, cout: int, k: int, bn: bool, activation: str) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, k, padding=k // 2, bias=not bn)
+        self.pool = nn.MaxPool2d(2)
+        self.norm1 = shift_only_batchnorm(cout) if bn else nn.Identity()
+        self.conv2 = nn.Conv2d(cout, cout, k, padding=k // 2, bias=not bn)
+        self.norm2 = shift_only_batchnorm(cout) if bn else nn.Identity()
+        self.act = make_activation(activation)
+        for conv in (self.conv1, self.conv2):  # start each conv as a partial identity: signal flows at once
+            nn.init.dirac_(conv.weight.data[:conv.in_channels])
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.norm1(self.pool(self.conv1(x))))
+        return self.act(self.norm2(self.conv2(x)))
+
+
+class AirbenchNet(nn.Module):
+    min_input_size = 9  # 2x2 valid conv, then three 2x2 max-pools
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, bn: bool = True, kernel_size: int = 3,
+                 width: float = 1.0, activation: str = "gelu") -> None:
+        super().__init__()
+        k = check_kernel_size(kernel_size)
+        widths = [scaled(c, width) for c in (64, 256, 256)]
+        self.whiten = nn.Conv2d(in_channels, 2 * in_channels * 4, 2, padding=0, bias=True)
+        self.whiten.weight.requires_grad_(False)  # fitted to the data, never trained
+        nn.init.zeros_(self.whiten.bias)
+        self.act = make_activation(activation)
+        self.layer1 = ConvGroup(self.whiten.out_channels, widths[0], k, bn, activation)
+        self.layer2 = ConvGroup(widths[0], widths[1], k, bn, activation)
+        self.layer3 = ConvGroup(widths[1], widths[2], k, bn, activation)
+        self.pool = nn.AdaptiveMaxPool2d(1)  # at 32x32 the same as airbench's MaxPool2d(3) on a 3x3 map
+        self.fc = nn.Linear(widths[2], num_classes, bias=False)
+        self.head_scale = 1 / 9  # small logits at the start; keeps label-smoothed training stable
+
+    @torch.no_grad()
+    def init_from_data(self, x: torch.Tensor, eps: float = 5e-4) -> None:
+        """Fit the whitening filters to normalised images `x` (N, C, H, W): the eigenvectors of the 2x2
+        patch covariance scaled by 1/sqrt(eigenvalue), each with its negation (so a GELU passes both signs)."""
+        c = x.shape[1]
+        patches = x.float().unfold(2, 2, 1).unfold(3, 2, 1).transpose(1, 3).reshape(-1, c * 4)
+        cov = patches.T @ patches / len(patches)
+        eigenvalues, eigenvectors = torch.linalg.eigh(cov.double())
+        filters = (eigenvectors.T / torch.sqrt(eigenvalues.clamp(min=0) + eps)[:, None]).flip(0)
+        filters = filters.reshape(c * 4, c, 2, 2).to(self.whiten.weight)
+        self.whiten.weight.copy_(torch.cat((filters, -filters)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.whiten(x))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(self.pool(x), 1)) * self.head_scale
+
+
+@register_model("airbench")
+def airbench94(num_classes: int = 10, in_channels: int = 3, bn: bool = True, kernel_size: int = 3,
+               width: float = 1.0, activation: str = "gelu") -> AirbenchNet:
+    """airbench94's network (whitening conv, widths 64/256/256); `width` scales all three."""
+    return AirbenchNet(num_classes, in_channels, bn, kernel_size, width, activation)
