@@ -4,12 +4,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
 from .errors import CnnlabError
 
 HELP = {
+    "recipe": "a named set of settings, e.g. cifar10-fast (airbench94's recipe); options given override it",
+    "augment": "batched augmentation, e.g. flip,translate=2 or altflip,translate=2",
+    "warmup_from": "onecycle: start the warm-up at this fraction of the peak lr",
+    "decay_to": "onecycle: end at this fraction of the peak lr",
+    "norm_lr_scale": "lr multiplier for batch-norm parameters (decay per step unchanged)",
+    "lookahead": "airbench's lookahead averaging of the weights every 5 steps",
+    "eval_every": "epochs between validation passes (0: after the last epoch only)",
+    "tta": "test-time augmentation: 0 none, 1 mirror, 2 mirror + 1-pixel translations",
+    "compile": "torch.compile the model", "sync_bn": "distributed runs: batch-norm statistics over all ranks",
     "model": "model name (see `cnnlab models`)", "data": "registered data set or a path (folder, .tar.gz, "
     "CIFAR batches, MNIST IDX)", "download": "fetch a registered data set (cifar10, cifar100, mnist, "
     "fashion-mnist) if absent", "image_size": "size models see; also resizes images of mixed sizes",
@@ -75,7 +85,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         elif isinstance(default, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
         else:
-            kind = {"image_size": int, "out": str}.get(f.name, type(default))
+            kind = {"image_size": int, "out": str, "recipe": str}.get(f.name, type(default))
             p.add_argument(flag, type=kind, metavar=f.name.upper(), **kw)
 
 
@@ -90,7 +100,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume and not cfg.out:
         raise CnnlabError("--resume needs --out, the folder of the run to continue")
     s = train(cfg, resume=args.resume)
-    if not cfg.quiet:
+    if not cfg.quiet and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
         print(f"\n{s['model']} on {s['dataset']} ({s['image_size']}): {s['params']:,} params, "
               f"{s['macs'] / 1e6:.1f}M MACs per image, {s['precision']} on {s['device']} x{s['threads']}")
         print(f"  {s['epochs']} epochs in {s['train_seconds']:.1f}s ({s['images_per_second']:.0f} img/s)")

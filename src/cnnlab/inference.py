@@ -32,6 +32,11 @@ def _stats(spec: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(spec["mean"]).view(1, -1, 1, 1), torch.tensor(spec["std"]).view(1, -1, 1, 1)
 
 
+def _precision(spec: dict) -> str:
+    """The precision the run was evaluated in, so eval reproduces its figures; fp16 exists only on CUDA."""
+    return "fp32" if spec.get("precision") == "fp16" else spec.get("precision", "fp32")
+
+
 def evaluate_run(run_dir: Path, data: str, weights: str = "best", holdout: float = 0.2) -> dict:
     model, spec = load_run(run_dir, weights)
     ds = load_dataset(data, holdout=holdout, image_size=spec["image_size"])
@@ -40,7 +45,7 @@ def evaluate_run(run_dir: Path, data: str, weights: str = "best", holdout: float
                           f"model was trained on {spec['num_classes']} classes of {spec['in_channels']} channels")
     x, y = to_device(ds.test_x, ds.test_y, spec["image_size"], torch.device("cpu"))
     mean, std = _stats(spec)
-    logits = predict_logits(model, x, mean, std, "fp32")
+    logits = predict_logits(model, x, mean, std, _precision(spec), tta=spec.get("tta", 0))
     return {"model": spec["model"], "dataset": ds.name, "classes": ds.classes,
             **metrics_from_logits(logits, y, ds.num_classes)}
 
@@ -63,7 +68,7 @@ def predict_images(run_dir: Path, paths: list[Path], top_k: int = 5, weights: st
     results = []
     for path, img in zip(paths, images):
         x, _ = to_device(img[None], np.zeros(1), spec["image_size"], torch.device("cpu"))
-        probs = predict_logits(model, x, mean, std, "fp32").softmax(1)[0]
+        probs = predict_logits(model, x, mean, std, _precision(spec), tta=spec.get("tta", 0)).softmax(1)[0]
         top = probs.topk(min(top_k, len(probs)))
         results.append({"image": str(path), "top": [{"class": spec["classes"][i], "probability": float(p)}
                                                     for p, i in zip(top.values, top.indices)]})

@@ -105,10 +105,25 @@ def test_schedules():
 
 def test_bn_and_bias_exempt_from_weight_decay():
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))
-    decay, no_decay = param_groups(model, 5e-4, decay_bn_and_bias=False)
+    decay, no_decay = param_groups(model, TrainConfig(weight_decay=5e-4))
     assert [p.shape for p in decay["params"]] == [(4, 1, 3, 3)] and len(no_decay["params"]) == 3
     assert no_decay["weight_decay"] == 0.0
-    assert len(param_groups(model, 5e-4, decay_bn_and_bias=True)) == 1
+    assert len(param_groups(model, TrainConfig(weight_decay=5e-4, decay_bn_and_bias=True))) == 1
+
+
+def test_norm_lr_scale_keeps_the_decay_per_step():
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))
+    cfg = TrainConfig(lr=0.5, weight_decay=1e-3, decay_bn_and_bias=True, norm_lr_scale=64)
+    conv, norm = param_groups(model, cfg)
+    assert len(conv["params"]) == 2 and len(norm["params"]) == 2  # conv weight+bias; BN weight+bias
+    assert norm["lr"] == 32.0 and norm["lr"] * norm["weight_decay"] == conv["lr"] * conv["weight_decay"]
+
+
+def test_onecycle_starts_and_ends_where_asked():
+    cfg = TrainConfig(epochs=10, warmup_epochs=2, warmup_from=0.2, decay_to=0.07)
+    factors = [lr_factor(cfg, s, 10) for s in range(100)]
+    assert abs(factors[0] - 0.2) < 0.05 and max(factors) == factors[20] == 1.0
+    assert abs(factors[-1] - 0.07) < 0.02 and min(factors) >= 0.07
 
 
 def test_impossible_model_shape_is_refused_before_training(tmp_path):

@@ -7,11 +7,15 @@ from pathlib import Path
 
 import yaml
 
+from ..data.augment import parse_policy
 from ..errors import CnnlabError
+from .recipes import recipe_settings
 
 
 @dataclass
 class TrainConfig:
+    # a named set of defaults (see train/recipes.py); settings given alongside override it
+    recipe: str | None = None
     # what to train, on what
     model: str = "resnet20"
     model_kwargs: dict = field(default_factory=dict)
@@ -21,6 +25,7 @@ class TrainConfig:
     holdout: float = 0.2  # folders without test/: fraction (or count, if >= 1) per class held out as test
     val_fraction: float = 0.1  # of the training split, per class, used to pick the best epoch; 0: use test
     skip_bad: bool = False
+    augment: str = ""  # batched on the device, e.g. "flip,translate=2" (see data/augment.py)
     # how long
     epochs: int = 15
     batch_size: int = 128
@@ -34,13 +39,22 @@ class TrainConfig:
     decay_bn_and_bias: bool = False  # by default BN and bias parameters are exempt from weight decay
     schedule: str = "onecycle"  # constant, step, cosine or onecycle (linear warm-up, then linear decay)
     warmup_epochs: float = 1.0
+    warmup_from: float = 0.0  # onecycle: the learning rate starts at this fraction of its peak ...
+    decay_to: float = 0.0  # ... and ends at this fraction
     step_size: int = 30  # step schedule: epochs between decays
     gamma: float = 0.1  # step schedule: decay factor
     label_smoothing: float = 0.0
     grad_clip: float = 0.0  # max global gradient norm; 0: no clipping
+    norm_lr_scale: float = 1.0  # learning-rate multiplier for batch-norm parameters (their decay per step kept)
+    lookahead: bool = False  # airbench's lookahead: every 5 steps pull the weights toward a slow average
+    # evaluation
+    eval_every: int = 1  # epochs between validation passes; 0: only after the last epoch
+    tta: int = 0  # test-time augmentation: 0 none, 1 mirror, 2 mirror and 1-pixel translations
     # where and how
     device: str = "auto"  # auto, cpu or cuda
     precision: str = "auto"  # auto, fp32, bf16 or fp16 (fp16: CUDA only, with loss scaling)
+    compile: bool = False  # torch.compile the model (slow start; helps most on GPUs)
+    sync_bn: bool = False  # distributed runs: batch-norm statistics over the global batch
     seed: int = 0
     out: str | None = None  # run folder; None: runs/<model>-<data>-<time>
     checkpoint_every: int = 0  # also checkpoint every N steps (0: at the end of each epoch only)
@@ -58,13 +72,16 @@ class TrainConfig:
             if getattr(self, key) < 1:
                 raise CnnlabError(f"--{key.replace('_', '-')} must be at least 1, got {getattr(self, key)}")
         for key in ("lr", "weight_decay", "label_smoothing", "grad_clip", "warmup_epochs", "momentum",
-                    "checkpoint_every", "early_stop"):
+                    "checkpoint_every", "early_stop", "eval_every", "norm_lr_scale", "warmup_from", "decay_to"):
             if getattr(self, key) < 0:
                 raise CnnlabError(f"--{key.replace('_', '-')} must not be negative, got {getattr(self, key)}")
         if not 0 <= self.val_fraction < 1:
             raise CnnlabError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         if self.label_smoothing >= 1:
             raise CnnlabError(f"--label-smoothing must be below 1, got {self.label_smoothing}")
+        if self.tta not in (0, 1, 2):
+            raise CnnlabError(f"--tta must be 0 (none), 1 (mirror) or 2 (mirror and translations), got {self.tta}")
+        parse_policy(self.augment)
         if self.image_size is not None and self.image_size < 1:
             raise CnnlabError(f"--image-size must be positive, got {self.image_size}")
         return self
@@ -72,6 +89,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict, source: str = "config") -> "TrainConfig":
         known = {f.name: f for f in dataclasses.fields(cls)}
+        if values.get("recipe") is not None:  # the recipe's settings first, then everything given
+            values = {**recipe_settings(values["recipe"]), **values}
         for key in values:
             if key not in known:
                 raise CnnlabError(f"{source}: unknown setting '{key}'")

@@ -9,12 +9,13 @@ import torch
 from ..errors import CnnlabError
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """`local_rank`: which of this machine's GPUs a distributed process uses."""
     if name == "cuda" and not torch.cuda.is_available():
         raise CnnlabError("--device cuda: no CUDA GPU is available here (use --device cpu or auto)")
-    return torch.device(name)
+    if name == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", local_rank)
 
 
 def cpu_has_native_bf16() -> bool:
@@ -41,8 +42,10 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
-def use_all_cores() -> int:
-    """One thread per core this process may run on (not the machine's count in a container)."""
+def use_all_cores(processes_here: int = 1) -> int:
+    """One thread per core this process may run on (not the machine's count in a container), shared
+    evenly by the `processes_here` processes of a distributed run on this machine."""
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n = max(1, n // processes_here)
     torch.set_num_threads(n)
     return n

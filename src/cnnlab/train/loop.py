@@ -3,7 +3,9 @@ atomic checkpoints, exact resume. Read `train` top to bottom; the helpers below 
 from __future__ import annotations
 
 import json
+import os
 import time
+from typing import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -13,30 +15,43 @@ import yaml
 from tqdm import tqdm
 
 from ..data import load_dataset, stratified_split
+from ..data.augment import Augmenter, parse_policy
 from ..errors import CnnlabError
 from ..models import create_model
 from ..report.summary import summarize
 from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint, save_weights, load_weights
+from . import distributed
 from .config import TrainConfig
 from .device import autocast, resolve_device, resolve_precision, use_all_cores
 from .evaluate import metrics_from_logits, predict_logits
+from .lookahead import Lookahead
 from .optim import build_optimizer, build_scheduler
 from .tensors import channel_stats, normalize, to_device
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> dict:
-    """Train as `cfg` says; returns the summary (also written to `<out>/summary.json`)."""
+def train(cfg: TrainConfig, resume: bool = False,
+          on_step: Callable[[nn.Module, int], None] | None = None) -> dict:
+    """Train as `cfg` says; returns the summary (also written to `<out>/summary.json`). Under torchrun,
+    every rank calls this; rank 0 alone writes. `on_step(model, step)` runs after every optimiser step."""
     cfg.validate()
     wall_start = time.perf_counter()
-    threads = use_all_cores()
-    device = resolve_device(cfg.device)
+    ranks = distributed.start(cfg.device)
+    threads = use_all_cores(ranks.local_world)
+    device = resolve_device(cfg.device, ranks.local_rank)
     precision = resolve_precision(cfg.precision, device)
     run_dir = Path(cfg.out or f"runs/{cfg.model}-{Path(cfg.data).name.split('.')[0]}-{datetime.now():%Y%m%d-%H%M%S}")
+    if ranks.distributed and not cfg.out:
+        raise CnnlabError("distributed runs need --out: each process would otherwise pick its own folder")
     _check_run_dir(run_dir, cfg, resume)
 
-    # Data: decoded once, moved to the device as uint8, split into train / val / test.
+    # Data: decoded once, moved to the device as uint8, split into train / val / test. Rank 0 loads first
+    # (downloading and filling the cache); the other ranks then read the cache.
+    if not ranks.main:
+        distributed.barrier(ranks)
     ds = load_dataset(cfg.data, download=cfg.download, holdout=cfg.holdout, image_size=cfg.image_size,
                       skip_bad=cfg.skip_bad)
+    if ranks.main:
+        distributed.barrier(ranks)
     size = cfg.image_size or ds.default_image_size or ds.image_size[0]
     if ds.image_size[0] != ds.image_size[1] and cfg.image_size is None:
         raise CnnlabError(f"{cfg.data}: images are {ds.image_size[1]}x{ds.image_size[0]}, not square; "
@@ -56,14 +71,26 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         else (x_test, y_test)  # no separate validation split: the best epoch is chosen on the test split
     mean_t = torch.tensor(mean, device=device).view(1, -1, 1, 1)
     std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
+    augment = Augmenter(parse_policy(cfg.augment), len(x_train), cfg.seed)
 
     model = model.to(device, memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, cfg)
+    if hasattr(model, "init_from_data"):  # e.g. airbench's whitening layer, fitted to the training images
+        model.init_from_data(normalize(x_train[:5000], mean_t, std_t))
     batch = min(cfg.batch_size, len(x_train))
+    if batch % ranks.world:
+        raise CnnlabError(f"--batch-size {batch} must be divisible by the {ranks.world} processes")
     steps_per_epoch = len(x_train) // batch  # the ragged last batch is dropped: BN needs full batches
+    total_steps = cfg.epochs * steps_per_epoch
+    net = distributed.wrap(model, ranks, cfg.sync_bn)  # what a training step calls
+    if cfg.sync_bn and ranks.distributed:
+        model = net.module  # SyncBatchNorm replaced the norm layers: train and save that model
+    if cfg.compile:
+        net = torch.compile(net)
+    optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    lookahead = Lookahead(model) if cfg.lookahead else None
 
     st = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_accuracy": -1.0, "best_epoch": 0,
           "bad_epochs": 0, "train_seconds": 0.0, "images_seen": 0, "metrics_bytes": 0,
@@ -75,39 +102,55 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         scheduler.load_state_dict(saved.pop("scheduler"))
         scaler.load_state_dict(saved.pop("scaler"))
         torch.set_rng_state(saved.pop("rng"))
+        slow = saved.pop("lookahead", None)
+        if lookahead is not None:
+            lookahead.load_state_dict(slow)
         st.update({k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in saved.items()})
-        with open(metrics_path, "r+b") as f:  # drop lines logged after the checkpoint by the killed run
-            f.truncate(st["metrics_bytes"])
-    else:
+        if ranks.main:
+            with open(metrics_path, "r+b") as f:  # drop lines logged after the checkpoint by the killed run
+                f.truncate(st["metrics_bytes"])
+    elif ranks.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         spec = {"model": cfg.model, "model_kwargs": cfg.model_kwargs, "num_classes": ds.num_classes,
                 "in_channels": ds.channels, "image_size": size, "mean": mean, "std": std, "classes": ds.classes,
-                "precision": precision}
+                "precision": precision, "tta": cfg.tta}
         atomic_write_text(run_dir / "model.json", json.dumps(spec, indent=1))
         metrics_path.write_text("")
 
     def checkpoint() -> None:
+        if not ranks.main:
+            return
         st["metrics_bytes"] = metrics_path.stat().st_size
+        extra = {"lookahead": lookahead.state_dict()} if lookahead else {}
         save_checkpoint(run_dir, st["global_step"], model, {
             **st, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(), "rng": torch.get_rng_state()})
+            "scaler": scaler.state_dict(), "rng": torch.get_rng_state(), **extra})
 
-    bar = tqdm(total=cfg.epochs * steps_per_epoch * batch, initial=st["global_step"] * batch, unit="img",
-               unit_scale=True, disable=cfg.quiet, dynamic_ncols=True, desc=f"{cfg.model} on {ds.name}")
-    log = open(metrics_path, "a")
+    def evaluate(x: torch.Tensor, y: torch.Tensor) -> dict:
+        """Each rank predicts every world-th image; the logits are gathered so all ranks agree."""
+        distributed.broadcast_buffers(model, ranks)
+        local = predict_logits(model, x[ranks.rank::ranks.world], mean_t, std_t, precision, tta=cfg.tta)
+        return metrics_from_logits(distributed.gather_rows(local, len(x), ranks), y, ds.num_classes)
+
+    bar = tqdm(total=total_steps * batch, initial=st["global_step"] * batch, unit="img", unit_scale=True,
+               disable=cfg.quiet or not ranks.main, dynamic_ncols=True, desc=f"{cfg.model} on {ds.name}")
+    log = open(metrics_path, "a") if ranks.main else open(os.devnull, "w")
     model.train()
+    val = None
     while st["epoch"] < cfg.epochs:
         epoch = st["epoch"]
-        # The order of an epoch depends only on (seed, epoch): a resumed run draws the same batches.
+        # The order of an epoch depends only on (seed, epoch): a resumed run, and every rank, draws the
+        # same global batches; each rank trains on its own share of each.
         order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
         order = order.to(device)
         tick = time.perf_counter()
         for s in range(st["step_in_epoch"], steps_per_epoch):
-            idx = order[s * batch:(s + 1) * batch]
-            xb, yb = normalize(x_train[idx], mean_t, std_t), y_train[idx]
+            idx = order[s * batch:(s + 1) * batch][ranks.rank::ranks.world]
+            xb = normalize(augment(x_train[idx], idx, epoch, s), mean_t, std_t)
+            yb = y_train[idx]
             with autocast(device, precision):
-                logits = model(xb)
+                logits = net(xb)
             loss = criterion(logits.float(), yb)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -117,13 +160,17 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            st["global_step"] += 1
+            if lookahead is not None:
+                lookahead.after_step(model, st["global_step"], total_steps)
             st["loss_sum"] += loss.detach()
             st["correct"] += (logits.detach().argmax(1) == yb).sum()
-            st["global_step"] += 1
             st["step_in_epoch"] = s + 1
-            st["images_seen"] += len(idx)
+            st["images_seen"] += len(idx) * ranks.world
+            if on_step is not None:
+                on_step(model, st["global_step"])
             if st["global_step"] % cfg.log_every == 0:  # the only place a step waits for the device
-                loss_value = float(loss.detach())
+                loss_value = float(loss.detach())  # rank 0's share of the batch
                 _write(log, {"type": "step", "step": st["global_step"], "epoch": epoch + 1, "loss": loss_value,
                              "lr": optimizer.param_groups[0]["lr"]})
                 bar.update(cfg.log_every * batch)
@@ -133,53 +180,63 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
                 tick = time.perf_counter()
                 log.flush()
                 checkpoint()
+        if lookahead is not None and st["global_step"] == total_steps:
+            lookahead.finish(model)
         st["train_seconds"] += time.perf_counter() - tick
 
-        val = metrics_from_logits(predict_logits(model, x_val, mean_t, std_t, precision), y_val, ds.num_classes)
-        n_seen = max(1, steps_per_epoch * batch)
+        last = epoch + 1 == cfg.epochs
         record = {"type": "epoch", "epoch": epoch + 1, "step": st["global_step"],
-                  "train_loss": float(st["loss_sum"]) / max(1, steps_per_epoch),
-                  "train_accuracy": float(st["correct"]) / n_seen, "val_loss": val["loss"],
-                  "val_accuracy": val["accuracy"], "lr": optimizer.param_groups[0]["lr"],
-                  "train_seconds": st["train_seconds"]}
+                  "train_loss": float(distributed.all_sum(st["loss_sum"], ranks)) / ranks.world / steps_per_epoch,
+                  "train_accuracy": float(distributed.all_sum(st["correct"], ranks)) / (steps_per_epoch * batch),
+                  "lr": optimizer.param_groups[0]["lr"], "train_seconds": st["train_seconds"]}
+        if last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
+            val = evaluate(x_val, y_val)
+            record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+            bar.set_postfix(loss=f"{record['train_loss']:.3f}", val_acc=f"{val['accuracy']:.4f}", refresh=False)
+            if val["accuracy"] > st["best_accuracy"]:
+                st.update(best_accuracy=val["accuracy"], best_epoch=epoch + 1, bad_epochs=0)
+                if ranks.main:
+                    save_weights(model, run_dir / "best.safetensors")
+            else:
+                st["bad_epochs"] += 1
         _write(log, record)
-        bar.set_postfix(loss=f"{record['train_loss']:.3f}", val_acc=f"{val['accuracy']:.4f}", refresh=False)
         bar.update(st["global_step"] * batch - bar.n)
-        if val["accuracy"] > st["best_accuracy"]:
-            st.update(best_accuracy=val["accuracy"], best_epoch=epoch + 1, bad_epochs=0)
-            save_weights(model, run_dir / "best.safetensors")
-        else:
-            st["bad_epochs"] += 1
         st.update(epoch=epoch + 1, step_in_epoch=0)
         st["loss_sum"].zero_()
         st["correct"].zero_()
         log.flush()
         checkpoint()
         if cfg.early_stop and st["bad_epochs"] >= cfg.early_stop:
-            bar.write(f"early stop: no better validation accuracy for {cfg.early_stop} epochs")
+            bar.write(f"early stop: no better validation accuracy for {cfg.early_stop} evaluations")
             break
     bar.close()
     log.close()
 
-    save_weights(model, run_dir / "last.safetensors")
-    if val_idx is not None:  # test the weights chosen on validation; without a val split, the last ones
+    if ranks.main:
+        save_weights(model, run_dir / "last.safetensors")
+    distributed.barrier(ranks)  # rank 0 has written best.safetensors
+    if val_idx is not None:  # test the weights chosen on validation ...
         load_weights(model, run_dir / "best.safetensors")
-    test = metrics_from_logits(predict_logits(model, x_test, mean_t, std_t, precision), y_test, ds.num_classes)
+        test = evaluate(x_test, y_test)
+    else:  # ... without a val split, the last ones, which the last evaluation has just measured
+        test = val if val is not None else evaluate(x_test, y_test)
+    distributed.stop(ranks)
     summary = {
-        "model": cfg.model, "model_kwargs": cfg.model_kwargs, "dataset": ds.name,
+        "model": cfg.model, "model_kwargs": cfg.model_kwargs, "recipe": cfg.recipe, "dataset": ds.name,
         "image_size": f"{ds.image_size[0]}x{ds.image_size[1]}" + (f" resized to {size}x{size}"
                                                                   if ds.image_size != (size, size) else ""),
         "train_images": len(x_train), "val_images": len(x_val) if val_idx is not None else 0,
         "test_images": len(x_test), "params": stats.params, "macs": stats.macs, "epochs": st["epoch"],
         "steps": st["global_step"], "seed": cfg.seed, "device": str(device), "precision": precision,
-        "threads": threads, "train_seconds": round(st["train_seconds"], 3),
+        "processes": ranks.world, "threads": threads, "train_seconds": round(st["train_seconds"], 3),
         "wall_seconds": round(time.perf_counter() - wall_start, 3),
         "images_per_second": round(st["images_seen"] / max(st["train_seconds"], 1e-9), 1),
         "best_val_accuracy": st["best_accuracy"], "best_epoch": st["best_epoch"],
         "test_accuracy": test["accuracy"], "test_top5_accuracy": test["top5_accuracy"], "notes": ds.notes,
         "run_dir": str(run_dir),
     }
-    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=1))
+    if ranks.main:
+        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=1))
     return summary
 
 
@@ -194,7 +251,7 @@ def _check_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> None:
             raise CnnlabError(f"--resume: {run_dir} holds no checkpoint to continue from")
         saved = yaml.safe_load((run_dir / "config.yaml").read_text())
         for key, value in cfg.to_dict().items():
-            if key not in ("quiet", "log_every") and saved.get(key) != value:
+            if key not in ("quiet", "log_every", "compile") and saved.get(key) != value:
                 raise CnnlabError(f"--resume: '{key}' was {saved.get(key)!r} in {run_dir}, now {value!r}; "
                                   f"resume with the same settings")
     elif has_checkpoint or (run_dir / "summary.json").exists():

@@ -9,20 +9,29 @@ import torch.nn as nn
 from .config import TrainConfig
 
 
-def param_groups(model: nn.Module, weight_decay: float, decay_bn_and_bias: bool) -> list[dict]:
+def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     """Weight decay on conv and linear weights only (unless asked): decaying BN scales and biases
-    only shrinks them without regularising anything useful."""
-    if decay_bn_and_bias:
-        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
-    decay, no_decay = [], []
+    only shrinks them without regularising anything useful. With `norm_lr_scale`, batch-norm parameters
+    get their own group whose learning rate is scaled and whose decay coefficient is divided by the same
+    factor, so the decay per step (lr x coefficient) stays that of the other weights (airbench's choice)."""
+    norm_ids = {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase)
+                for p in m.parameters(recurse=False)}
+    groups: dict[str, dict] = {}
     for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.ndim > 1 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if not p.requires_grad:
+            continue
+        decays = cfg.decay_bn_and_bias or p.ndim > 1
+        scale = cfg.norm_lr_scale if id(p) in norm_ids and cfg.norm_lr_scale != 1 else 1.0
+        key = f"{decays}-{scale}"
+        if key not in groups:
+            groups[key] = {"params": [], "lr": cfg.lr * scale,
+                           "weight_decay": cfg.weight_decay / scale if decays else 0.0}
+        groups[key]["params"].append(p)
+    return list(groups.values())
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg.weight_decay, cfg.decay_bn_and_bias)
+    groups = param_groups(model, cfg)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr)
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
@@ -37,11 +46,12 @@ def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
     if cfg.schedule == "step":
         return cfg.gamma ** (step // (cfg.step_size * steps_per_epoch))
     if step < warmup:
-        return (step + 1) / (warmup + 1)
+        start = cfg.warmup_from if cfg.schedule == "onecycle" else 0.0
+        return start + (1 - start) * (step + 1) / (warmup + 1)
     progress = (step - warmup) / max(1, total - warmup)
     if cfg.schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * progress))
-    return max(0.0, 1.0 - progress)  # onecycle: linear decay to zero after the warm-up
+    return max(0.0, 1.0 - (1 - cfg.decay_to) * progress)  # onecycle: linear decay after the warm-up
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig,
