@@ -1,0 +1,163 @@
+"""Training throughput (issue 3), measured side by side in one run.
+
+1. Hardware efficiency: the training FLOP/s cnnlab's step achieves on the fast recipe's network (batch
+   1024, as the recipe trains; FLOPs = 3 x 2 x the forward multiply-adds) divided by the bf16 matmul FLOP/s
+   this process measures on the same cores. Target: >= 0.85.
+2. cnnlab's fast path against the pipeline a user would otherwise write, same model, same number of
+   training images:
+
+  plain   a torch.utils.data.DataLoader over the decoded images (2 workers, as many as there are cores),
+          per-sample random crop (pad 2) and flip in NumPy, fp32, default (NCHW) memory format
+  cnnlab  the training set on the device as uint8, batched crop and flip there, channels_last, the
+          precision `auto` picks (bf16 on CPUs with native bf16), cnnlab's own training step
+
+   Target: cnnlab >= 5x the plain pipeline's training images per second for the fast recipe's network.
+
+    python benchmarks/throughput.py [--images 6144] [--models airbench94,resnet20,vgg11_bn]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from cnnlab.data.augment import Augmenter, parse_policy
+from cnnlab.models import create_model
+from cnnlab.report.summary import summarize
+from cnnlab.train.device import autocast, resolve_precision, use_all_cores
+from cnnlab.train.tensors import normalize
+
+
+class PlainDataset(torch.utils.data.Dataset):
+    """What a tutorial writes: one image at a time, augmented in NumPy, converted to a float tensor."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray) -> None:
+        self.images, self.labels = images, labels
+        self.mean = images.reshape(-1, 3).mean(0) / 255
+        self.std = images.reshape(-1, 3).std(0) / 255
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        img = np.pad(self.images[i], ((2, 2), (2, 2), (0, 0)), mode="reflect")
+        dy, dx = np.random.randint(0, 5, 2)
+        img = img[dy:dy + 32, dx:dx + 32]
+        if np.random.rand() < 0.5:
+            img = img[:, ::-1]
+        x = (img.astype(np.float32) / 255 - self.mean) / self.std
+        return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32)), int(self.labels[i])
+
+
+def plain_images_per_second(model: nn.Module, images, labels, batch: int, n: int) -> float:
+    loader = torch.utils.data.DataLoader(PlainDataset(images, labels), batch_size=batch, shuffle=True,
+                                         num_workers=2, drop_last=True, persistent_workers=True)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+    loss_fn = nn.CrossEntropyLoss()
+    seen, start = 0, None
+    while True:
+        for x, y in loader:
+            loss = loss_fn(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if start is None:  # the first batch warms up workers and kernels; not timed
+                start = time.perf_counter()
+                continue
+            seen += len(x)
+            if seen >= n:
+                return seen / (time.perf_counter() - start)
+
+
+def cnnlab_images_per_second(model: nn.Module, images, labels, batch: int, n: int) -> float:
+    device = torch.device("cpu")
+    precision = resolve_precision("auto", device)
+    x_all = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+    y_all = torch.from_numpy(labels.astype(np.int64))
+    mean = x_all.float().mean((0, 2, 3), keepdim=True) / 255
+    std = x_all.float().std((0, 2, 3), keepdim=True) / 255
+    model = model.to(memory_format=torch.channels_last)
+    augment = Augmenter(parse_policy("flip,translate=2"), len(x_all), seed=0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+    loss_fn = nn.CrossEntropyLoss()
+    seen, start, step = 0, None, 0
+    while True:
+        order = torch.randperm(len(x_all))
+        for s in range(len(x_all) // batch):
+            idx = order[s * batch:(s + 1) * batch]
+            xb = normalize(augment(x_all[idx], idx, 0, step), mean, std)
+            with autocast(device, precision):
+                logits = model(xb)
+            loss = loss_fn(logits.float(), y_all[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            if start is None:
+                start = time.perf_counter()
+                continue
+            seen += batch
+            if seen >= n:
+                return seen / (time.perf_counter() - start)
+
+
+def matmul_flops(dtype: torch.dtype) -> float:
+    """The best FLOP/s of square matmuls of a few sizes: what the cores can do on the easiest dense work."""
+    best = 0.0
+    for n in (1024, 2048, 4096):
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        a @ b
+        reps, start = 0, time.perf_counter()
+        while time.perf_counter() - start < 1.0:
+            a @ b
+            reps += 1
+        best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - start))
+    return best
+
+
+def hardware_efficiency(images: np.ndarray, labels: np.ndarray) -> None:
+    peak = matmul_flops(torch.bfloat16)
+    model = create_model("airbench94", num_classes=10)
+    macs = summarize(model, (3, 32, 32)).macs
+    rate = cnnlab_images_per_second(model, images, labels, 1024, 4096)
+    achieved = 6 * macs * rate
+    print(f"bf16 matmul: {peak / 1e9:.0f} GFLOP/s; fp32 matmul: {matmul_flops(torch.float32) / 1e9:.0f} GFLOP/s")
+    print(f"airbench94 training step, batch 1024: {rate:.0f} img/s x {6 * macs / 1e9:.3f} GFLOP = "
+          f"{achieved / 1e9:.0f} GFLOP/s = {achieved / peak:.2f} of bf16 matmul (target >= 0.85): "
+          f"{'PASS' if achieved / peak >= 0.85 else 'FAIL'}", flush=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=6144, help="timed training images per model and pipeline")
+    ap.add_argument("--batch", type=int, default=512)
+    ap.add_argument("--models", default="airbench94,resnet20,vgg11_bn")
+    args = ap.parse_args()
+    threads = use_all_cores()
+    rng = np.random.default_rng(0)  # CIFAR-10-shaped data; speed does not depend on the pixels
+    images = rng.integers(0, 256, (8192, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, 8192)
+    hardware_efficiency(images, labels)
+    print(f"\n{threads} threads, batch {args.batch}, {args.images} timed images per measurement, "
+          f"cnnlab precision: {resolve_precision('auto', torch.device('cpu'))}")
+    print(f"{'model':<12} {'plain img/s':>12} {'cnnlab img/s':>13} {'ratio':>7}")
+    ratios = {}
+    for name in args.models.split(","):
+        torch.manual_seed(0)
+        plain = plain_images_per_second(create_model(name, num_classes=10), images, labels, args.batch, args.images)
+        torch.manual_seed(0)
+        fast = cnnlab_images_per_second(create_model(name, num_classes=10), images, labels, args.batch, args.images)
+        ratios[name] = fast / plain
+        print(f"{name:<12} {plain:12.0f} {fast:13.0f} {fast / plain:6.2f}x", flush=True)
+    target = ratios.get("airbench94")
+    if target is not None:
+        print(f"fast recipe's network: {target:.2f}x (target >= 5x): {'PASS' if target >= 5 else 'FAIL'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
