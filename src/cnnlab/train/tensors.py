@@ -20,7 +20,7 @@ def to_device(images: np.ndarray, labels: np.ndarray, size: int, device: torch.d
             parts.append(part.round_().clamp_(0, 255).to(torch.uint8))
         x = torch.cat(parts) if parts else x.new_zeros((0, x.shape[1], size, size))
     x = x.contiguous(memory_format=torch.channels_last).to(device)
-    return x, torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
+    return x, torch.from_numpy(np.array(labels, dtype=np.int64)).to(device)  # a copy: cached arrays are read-only
 
 
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
