@@ -94,3 +94,16 @@ def test_bad_switches_raise_one_clear_error(kwargs, message):
 def test_unknown_model():
     with pytest.raises(CnnlabError, match="unknown model 'resnet19'"):
         cnnlab.create_model("resnet19")
+
+
+def test_preact_switch_moves_norm_and_activation_before_each_conv():
+    torch.manual_seed(0)
+    post = cnnlab.create_model("resnet20", num_classes=10)
+    pre = cnnlab.create_model("resnet20", num_classes=10, preact=True)
+    assert sum(p.numel() for p in pre.parameters()) == sum(p.numel() for p in post.parameters()) == 269_722
+    assert pre.bn1.num_features == 64 and pre.layer1[0].bn1.num_features == 16  # final norm; norm before conv1
+    block = pre.layer2[1].eval()
+    x = torch.randn(2, 32, 8, 8)
+    with torch.no_grad():
+        branch = block.conv2(block.relu(block.bn2(block.conv1(block.relu(block.bn1(x))))))
+        assert torch.allclose(block(x), x + branch)  # the skip adds the input untouched: no activation after

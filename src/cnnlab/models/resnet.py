@@ -28,17 +28,20 @@ class BasicBlock(nn.Module):
     expansion = 1
 
     def __init__(self, cin: int, planes: int, stride: int, k: int, bn: bool, activation: str, residual: bool,
-                 shortcut: str = "projection") -> None:
+                 shortcut: str = "projection", preact: bool = False) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(cin, planes, k, stride, k // 2, bias=not bn)
-        self.bn1 = make_norm(planes, bn)
+        self.bn1 = make_norm(cin if preact else planes, bn)
         self.relu = make_activation(activation)
         self.conv2 = nn.Conv2d(planes, planes, k, 1, k // 2, bias=not bn)
         self.bn2 = make_norm(planes, bn)
         self.downsample = _shortcut(cin, planes, stride, bn, shortcut) if residual else None
-        self.residual = residual
+        self.residual, self.preact = residual, preact
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.preact:  # He et al. 2016b: norm and activation before each conv; the skip path stays clean
+            out = self.conv2(self.relu(self.bn2(self.conv1(self.relu(self.bn1(x))))))
+            return out + (x if self.downsample is None else self.downsample(x)) if self.residual else out
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         if self.residual:
