@@ -19,6 +19,9 @@ HELP = {
     "lookahead": "airbench's lookahead averaging of the weights every 5 steps",
     "eval_every": "epochs between validation passes (0: after the last epoch only)",
     "tta": "test-time augmentation: 0 none, 1 mirror, 2 mirror + 1-pixel translations",
+    "monitor_every": "steps between per-layer gradient-health samples (0: monitor off)",
+    "on_nonfinite": "a NaN/inf loss or gradient: stop (default), skip the step, or rollback to the last "
+    "checkpoint; skip and rollback halve the lr",
     "compile": "torch.compile the model", "sync_bn": "distributed runs: batch-norm statistics over all ranks",
     "model": "model name (see `cnnlab models`)", "data": "registered data set or a path (folder, .tar.gz, "
     "CIFAR batches, MNIST IDX)", "download": "fetch a registered data set (cifar10, cifar100, mnist, "
@@ -108,6 +111,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"  test accuracy     {s['test_accuracy']:.4f}  (top-5 {s['test_top5_accuracy']:.4f})")
         for note in s["notes"]:
             print(f"  note: {note}")
+        for d in s["diagnoses"] or []:
+            print(f"  diagnosis at step {d['step']}: {d['kind']} ({d['evidence']}); `cnnlab diagnose` explains")
         print(f"  run folder: {s['run_dir']}")
     return 0
 
@@ -177,6 +182,19 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from .diagnose.report import format_report, load_health, write_plots
+
+    health = load_health(args.run_dir)
+    plots = write_plots(health, args.plots or args.run_dir / "diagnose")
+    if args.json:
+        print(json.dumps({"run_dir": health["run_dir"], "diagnoses": health["diagnoses"], "plots": plots,
+                          "samples": len(health["samples"])}))
+    else:
+        print(format_report(health, plots))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cnnlab", description="Build, train, diagnose and search CNNs for image classification.")
     parser.add_argument("--version", action="version", version=f"cnnlab {__import__('cnnlab').__version__}")
@@ -213,6 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-kwargs", nargs="+", metavar="KEY=VALUE", help=HELP["model_kwargs"])
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("diagnose", help="gradient health of a run: diagnoses, evidence, remedies and plots")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run folder written by `cnnlab train --out`")
+    p.add_argument("--plots", type=Path, help="folder for the plots (default: RUN_DIR/diagnose)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_diagnose)
     return parser
 
 

@@ -47,6 +47,10 @@ class TrainConfig:
     grad_clip: float = 0.0  # max global gradient norm; 0: no clipping
     norm_lr_scale: float = 1.0  # learning-rate multiplier for batch-norm parameters (their decay per step kept)
     lookahead: bool = False  # airbench's lookahead: every 5 steps pull the weights toward a slow average
+    # gradient health (see diagnose/)
+    monitor_every: int = 10  # steps between per-layer samples of the gradient monitor; 0: off
+    on_nonfinite: str = "stop"  # a NaN/inf loss or gradient: stop (with the diagnosis), skip the step, or roll
+    # back to the last checkpoint; skip and rollback also halve the learning rate
     # evaluation
     eval_every: int = 1  # epochs between validation passes; 0: only after the last epoch
     tta: int = 0  # test-time augmentation: 0 none, 1 mirror, 2 mirror and 1-pixel translations
@@ -63,7 +67,8 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         choices = {"optimizer": ("sgd", "adamw"), "schedule": ("constant", "step", "cosine", "onecycle"),
-                   "device": ("auto", "cpu", "cuda"), "precision": ("auto", "fp32", "bf16", "fp16")}
+                   "device": ("auto", "cpu", "cuda"), "precision": ("auto", "fp32", "bf16", "fp16"),
+                   "on_nonfinite": ("stop", "skip", "rollback")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise CnnlabError(f"--{key.replace('_', '-')} must be one of {', '.join(allowed)}, "
@@ -72,7 +77,7 @@ class TrainConfig:
             if getattr(self, key) < 1:
                 raise CnnlabError(f"--{key.replace('_', '-')} must be at least 1, got {getattr(self, key)}")
         for key in ("lr", "weight_decay", "label_smoothing", "grad_clip", "warmup_epochs", "momentum",
-                    "checkpoint_every", "early_stop", "eval_every", "norm_lr_scale", "warmup_from", "decay_to"):
+                    "checkpoint_every", "early_stop", "eval_every", "monitor_every", "norm_lr_scale", "warmup_from", "decay_to"):
             if getattr(self, key) < 0:
                 raise CnnlabError(f"--{key.replace('_', '-')} must not be negative, got {getattr(self, key)}")
         if not 0 <= self.val_fraction < 1:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
+from contextlib import nullcontext
 from typing import Callable
 from datetime import datetime
 from pathlib import Path
@@ -16,7 +18,8 @@ from tqdm import tqdm
 
 from ..data import load_dataset, stratified_split
 from ..data.augment import Augmenter, parse_policy
-from ..errors import CnnlabError
+from ..diagnose.monitor import GradientMonitor
+from ..errors import CnnlabError, TrainingStopped
 from ..models import create_model
 from ..report.summary import summarize
 from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint, save_weights, load_weights
@@ -25,7 +28,7 @@ from .config import TrainConfig
 from .device import autocast, resolve_device, resolve_precision, use_all_cores
 from .evaluate import metrics_from_logits, predict_logits
 from .lookahead import Lookahead
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, lr_factor
 from .tensors import channel_stats, normalize, to_device
 
 
@@ -91,21 +94,40 @@ def train(cfg: TrainConfig, resume: bool = False,
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     lookahead = Lookahead(model) if cfg.lookahead else None
+    monitor = GradientMonitor(model, cfg.monitor_every) if cfg.monitor_every else None
+    skipped = rollbacks = 0  # non-finite steps skipped in a row; rollbacks so far
 
     st = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_accuracy": -1.0, "best_epoch": 0,
           "bad_epochs": 0, "train_seconds": 0.0, "images_seen": 0, "metrics_bytes": 0,
-          "loss_sum": torch.zeros((), device=device), "correct": torch.zeros((), device=device, dtype=torch.long)}
+          "lr_halvings": 0, "loss_sum": torch.zeros((), device=device),
+          "correct": torch.zeros((), device=device, dtype=torch.long)}
     metrics_path = run_dir / "metrics.jsonl"
-    if resume:
+    base_lrs = list(scheduler.base_lrs)
+
+    def restore(rollback: bool = False) -> None:
+        """Load the newest checkpoint: weights, optimiser, schedule, RNG, counters (and, unless rolling back
+        from a fault the monitor must remember, the monitor's history)."""
         saved = load_checkpoint(run_dir, model)
         optimizer.load_state_dict(saved.pop("optimizer"))
         scheduler.load_state_dict(saved.pop("scheduler"))
         scaler.load_state_dict(saved.pop("scaler"))
         torch.set_rng_state(saved.pop("rng"))
-        slow = saved.pop("lookahead", None)
+        slow, health = saved.pop("lookahead", None), saved.pop("monitor", None)
         if lookahead is not None:
             lookahead.load_state_dict(slow)
+        if monitor is not None and health is not None and not rollback:
+            monitor.load_state_dict(health)
         st.update({k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in saved.items()})
+
+    def halve_lr() -> None:
+        """After a non-finite step (on_nonfinite skip or rollback): half the learning rate from now on."""
+        st["lr_halvings"] += 1
+        scheduler.base_lrs = [lr * 0.5 ** st["lr_halvings"] for lr in base_lrs]
+        for group, lr in zip(optimizer.param_groups, scheduler.base_lrs):
+            group["lr"] = lr * lr_factor(cfg, scheduler.last_epoch, steps_per_epoch)
+
+    if resume:
+        restore()
         if ranks.main:
             with open(metrics_path, "r+b") as f:  # drop lines logged after the checkpoint by the killed run
                 f.truncate(st["metrics_bytes"])
@@ -123,6 +145,8 @@ def train(cfg: TrainConfig, resume: bool = False,
             return
         st["metrics_bytes"] = metrics_path.stat().st_size
         extra = {"lookahead": lookahead.state_dict()} if lookahead else {}
+        if monitor:
+            extra["monitor"] = monitor.state_dict()
         save_checkpoint(run_dir, st["global_step"], model, {
             **st, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(), "rng": torch.get_rng_state(), **extra})
@@ -136,6 +160,8 @@ def train(cfg: TrainConfig, resume: bool = False,
     bar = tqdm(total=total_steps * batch, initial=st["global_step"] * batch, unit="img", unit_scale=True,
                disable=cfg.quiet or not ranks.main, dynamic_ncols=True, desc=f"{cfg.model} on {ds.name}")
     log = open(metrics_path, "a") if ranks.main else open(os.devnull, "w")
+    if cfg.on_nonfinite == "rollback" and not resume:
+        checkpoint()  # something to roll back to before the first epoch ends
     model.train()
     val = None
     while st["epoch"] < cfg.epochs:
@@ -145,26 +171,55 @@ def train(cfg: TrainConfig, resume: bool = False,
         order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
         order = order.to(device)
         tick = time.perf_counter()
+        problem = None
         for s in range(st["step_in_epoch"], steps_per_epoch):
             idx = order[s * batch:(s + 1) * batch][ranks.rank::ranks.world]
             xb = normalize(augment(x_train[idx], idx, epoch, s), mean_t, std_t)
             yb = y_train[idx]
-            with autocast(device, precision):
+            step = st["global_step"] + 1
+            with autocast(device, precision), monitor.forward(step) if monitor else nullcontext():
                 logits = net(xb)
             loss = criterion(logits.float(), yb)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
-            if cfg.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
+            problem = monitor.after_backward(step, loss, optimizer, scaler.get_scale() if scaler.is_enabled()
+                                             else None) if monitor else None
+            if problem is not None:
+                if not problem.layers:  # the loss: find the layer where the forward pass first went wrong
+                    where = monitor.locate_nonfinite_forward(lambda: _forward(model, xb, device, precision))
+                    problem.layers = [where] if where else []
+                    problem.evidence += (f"; the first layer whose output is not finite: {where}" if where else
+                                         "; every layer's output is finite, so the loss itself overflowed")
+                _report(monitor, log, bar, ranks.main)
+                if cfg.on_nonfinite == "stop" or max(skipped, rollbacks) >= MAX_RECOVERIES:
+                    log.close()
+                    _stop(run_dir, ranks, monitor, problem)
+                optimizer.zero_grad(set_to_none=True)
+                if cfg.on_nonfinite == "rollback":
+                    rollbacks += 1
+                    break  # below: back to the last checkpoint, with half the learning rate
+                skipped += 1  # skip: drop this step's gradients, go on with half the learning rate
+                halve_lr()
+                if ranks.main:
+                    bar.write(f"warning: step {step} skipped, learning rate halved ({skipped} of {MAX_RECOVERIES})",
+                              file=sys.stderr)
+            else:
+                skipped = 0
+                if cfg.grad_clip > 0:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                if monitor:
+                    monitor.after_step(step)
+                    _report(monitor, log, bar, ranks.main)
             scheduler.step()
             st["global_step"] += 1
             if lookahead is not None:
                 lookahead.after_step(model, st["global_step"], total_steps)
-            st["loss_sum"] += loss.detach()
-            st["correct"] += (logits.detach().argmax(1) == yb).sum()
+            if problem is None:
+                st["loss_sum"] += loss.detach()
+                st["correct"] += (logits.detach().argmax(1) == yb).sum()
             st["step_in_epoch"] = s + 1
             st["images_seen"] += len(idx) * ranks.world
             if on_step is not None:
@@ -180,6 +235,16 @@ def train(cfg: TrainConfig, resume: bool = False,
                 tick = time.perf_counter()
                 log.flush()
                 checkpoint()
+        if problem is not None and cfg.on_nonfinite == "rollback":
+            log.flush()
+            halvings = st["lr_halvings"]
+            restore(rollback=True)
+            st["lr_halvings"] = halvings  # each rollback halves again, even back to the same checkpoint
+            halve_lr()
+            if ranks.main:
+                bar.write(f"warning: step {step} rolled back to step {st['global_step']}, learning rate halved "
+                          f"({rollbacks} of {MAX_RECOVERIES})", file=sys.stderr)
+            continue
         if lookahead is not None and st["global_step"] == total_steps:
             lookahead.finish(model)
         st["train_seconds"] += time.perf_counter() - tick
@@ -233,8 +298,10 @@ def train(cfg: TrainConfig, resume: bool = False,
         "images_per_second": round(st["images_seen"] / max(st["train_seconds"], 1e-9), 1),
         "best_val_accuracy": st["best_accuracy"], "best_epoch": st["best_epoch"],
         "test_accuracy": test["accuracy"], "test_top5_accuracy": test["top5_accuracy"], "notes": ds.notes,
-        "run_dir": str(run_dir),
+        "diagnoses": [d.to_dict() for d in monitor.diagnoses] if monitor else None, "run_dir": str(run_dir),
     }
+    if monitor:
+        monitor.close()
     if ranks.main:
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=1))
     return summary
@@ -242,6 +309,35 @@ def train(cfg: TrainConfig, resume: bool = False,
 
 def _write(log, record: dict) -> None:
     log.write(json.dumps(record) + "\n")
+
+
+def _forward(model: nn.Module, x: torch.Tensor, device: torch.device, precision: str) -> torch.Tensor:
+    with autocast(device, precision):  # the bare model: a re-run on one rank must not wait for the others
+        return model(x)
+
+
+MAX_RECOVERIES = 5  # on_nonfinite: stop after this many skips in a row, or this many rollbacks
+
+
+def _report(monitor: GradientMonitor, log, bar, main: bool) -> None:
+    """Write the monitor's newest sample and any new diagnosis to metrics.jsonl; warn once per diagnosis."""
+    for sample in monitor.new_samples():
+        _write(log, sample)
+    for d in monitor.new_diagnoses():
+        _write(log, {"type": "diagnosis", **d.to_dict()})
+        if main:
+            bar.write(f"warning: {d.message()}", file=sys.stderr)
+
+
+def _stop(run_dir: Path, ranks, monitor: GradientMonitor, problem) -> None:
+    if ranks.main:
+        atomic_write_text(run_dir / "summary.json", json.dumps(
+            {"status": "stopped", "step": problem.step, "diagnoses": [d.to_dict() for d in monitor.diagnoses],
+             "run_dir": str(run_dir)}, indent=1))
+    monitor.close()
+    raise TrainingStopped(f"training stopped at step {problem.step}: {problem.kind.replace('_', ' ')}"
+                          f"{' in ' + problem.layers[0] if problem.layers else ''}: {problem.evidence}; "
+                          f"`cnnlab diagnose {run_dir}` explains (or --on-nonfinite skip)")
 
 
 def _check_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> None:

@@ -1,0 +1,1 @@
+"""Gradient health: watch every layer while training, and say what went wrong, where and why."""

@@ -1,0 +1,249 @@
+"""A gradient-health monitor for any `nn.Module` and optimiser, inside cnnlab's trainer or outside it:
+
+    monitor = GradientMonitor(model, every=10)
+    for step, (x, y) in enumerate(batches, 1):
+        with monitor.forward(step):              # on sampled steps, records activation statistics
+            loss = loss_fn(model(x), y)
+        loss.backward()
+        problem = monitor.after_backward(step, loss, optimizer)   # a Diagnosis if anything is not finite
+        if problem: ...                          # stop, skip the step, or roll back
+        optimizer.step()
+        monitor.after_step(step)                 # update-to-weight ratios on sampled steps
+        for d in monitor.new_diagnoses(): print(d.message())
+
+Every step costs one fused norm over the gradients (and, on a GPU, one synchronisation to see whether they
+are finite); every `every` steps the monitor also records per layer the weight norm, the update-to-weight
+ratio, and mean, standard deviation and dead-unit fraction of each activation's output.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+from . import rules
+from .rules import Diagnosis
+
+WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.ELU, nn.Sigmoid, nn.Tanh)
+RELU_FAMILY = (nn.ReLU, nn.ReLU6)
+
+
+class GradientMonitor:
+    def __init__(self, model: nn.Module, every: int = 10) -> None:
+        self.model, self.every = model, every
+        # the monitored layers, in definition order (for the usual nets, the order of the forward pass)
+        self.layers: list[tuple[str, list[nn.Parameter]]] = []
+        self.weighted: list[str] = []
+        for name, m in model.named_modules():
+            params = [p for p in m.parameters(recurse=False) if p.requires_grad]
+            if params and isinstance(m, WEIGHTED + NORMS):
+                self.layers.append((name, params))
+                if isinstance(m, WEIGHTED):
+                    self.weighted.append(name)
+        self.params = [p for _, ps in self.layers for p in ps]
+        self.owner = torch.tensor([i for i, (_, ps) in enumerate(self.layers) for _ in ps], dtype=torch.long)
+        # what the rules read: (step, loss, global grad norm) of the first finite steps and of the latest ones,
+        # and the latest per-layer samples; the full record goes to the caller through new_samples()
+        self.steps: list[tuple[int, float, float]] = []
+        self.samples: list[dict] = []
+        self._pending: list[dict] = []
+        self.diagnoses: list[Diagnosis] = []
+        self._reported = 0
+        self._baseline: torch.Tensor | None = None  # per-layer gradient norms of the first steps
+        self._layer_grads: torch.Tensor | None = None
+        self._sample: dict | None = None
+        self._before: list[torch.Tensor] = []
+        self._acts: dict[str, dict] = {}
+        self._calls: dict[str, int] = {}
+        self._armed = False
+        self.peak_lr = 0.0
+        self.scaler_skips = 0  # fp16: steps the loss scaler skipped for overflowing gradients
+        self._hooks = [m.register_forward_hook(self._activation_hook(name or type(m).__name__,
+                                                                     isinstance(m, RELU_FAMILY)))
+                       for name, m in model.named_modules() if isinstance(m, ACTIVATIONS)]
+
+    def close(self) -> None:
+        """Remove the monitor's hooks from the model."""
+        for h in self._hooks:
+            h.remove()
+
+    # -- the four calls of a training step ---------------------------------------------------------------
+    def sampled(self, step: int) -> bool:
+        return step % self.every == 0 or step == 1
+
+    @contextlib.contextmanager
+    def forward(self, step: int) -> Iterator[None]:
+        self._armed = self.sampled(step)
+        self._acts, self._calls = {}, {}
+        try:
+            yield
+        finally:
+            self._armed = False
+
+    def after_backward(self, step: int, loss: torch.Tensor, optimizer: torch.optim.Optimizer | None = None,
+                       grad_scale: float | None = None) -> Diagnosis | None:
+        """Measure the gradients. Returns a `nonfinite` Diagnosis, without recording the step, when the loss
+        or any gradient is NaN or infinite. Under fp16 loss scaling pass the scale (`scaler.get_scale()`):
+        gradients are divided by it, and infinite gradients of a finite loss are the scaler's to handle
+        (it skips the step and lowers the scale), so they are counted, not reported."""
+        layer_sq = self._layer_grad_squares(grad_scale or 1.0)
+        total = layer_sq.sum()
+        loss_value, total_value = float(loss.detach()), float(total)  # the one synchronisation of a step
+        lr = optimizer.param_groups[0]["lr"] if optimizer is not None else 0.0
+        self.peak_lr = max(self.peak_lr, lr)
+        if grad_scale is not None and math.isfinite(loss_value) and not math.isfinite(total_value):
+            self.scaler_skips += 1
+            return None
+        if not (math.isfinite(loss_value) and math.isfinite(total_value)):
+            return self._nonfinite(step, loss_value, layer_sq)
+        grads = layer_sq.sqrt()
+        self._layer_grads = grads
+        self.steps.append((step, loss_value, math.sqrt(total_value)))
+        b, k = rules.THRESHOLDS["baseline_steps"], rules.THRESHOLDS["diverging_steps"]
+        if len(self.steps) > b + k:
+            del self.steps[b]
+        if len(self.steps) <= b:
+            self._baseline = grads if self._baseline is None else self._baseline + (grads - self._baseline) / len(self.steps)
+        self._add(rules.exploding(self.steps, self._fastest_growing()))
+        if self.sampled(step):
+            self._sample = {"type": "layers", "step": step, "loss": loss_value, "lr": lr, "peak_lr": self.peak_lr,
+                            "grad_norm": dict(zip(self.names, grads.tolist()))}
+            self._before = [p.detach().clone() for p in self.params]
+        return None
+
+    def after_step(self, step: int) -> None:
+        """After the optimiser step: on sampled steps, weight norms and update-to-weight ratios."""
+        if self._sample is None or self._sample["step"] != step:
+            return
+        with torch.no_grad():
+            new_sq = self._per_layer([p.detach().float().norm() ** 2 for p in self.params])
+            delta_sq = self._per_layer([(p.detach().float() - b.float()).norm() ** 2
+                                        for p, b in zip(self.params, self._before)])
+        w = new_sq.sqrt()
+        s = self._sample
+        s["weight_norm"] = dict(zip(self.names, w.tolist()))
+        s["update_ratio"] = dict(zip(self.names, (delta_sq.sqrt() / w.clamp(min=1e-30)).tolist()))
+        s["act_mean"] = {k: v["mean"] for k, v in self._acts.items()}
+        s["act_std"] = {k: v["std"] for k, v in self._acts.items()}
+        s["dead_fraction"] = {k: v["dead"] for k, v in self._acts.items() if v["dead"] is not None}
+        self.samples.append(s)
+        self._pending.append(s)
+        del self.samples[:-rules.THRESHOLDS["persist_samples"]]
+        self._sample, self._before = None, []
+        self._add(rules.vanishing(self.samples, self.weighted))
+        self._add(rules.dead_units(self.samples))
+        self._add(rules.stalled(self.samples))
+
+    def new_samples(self) -> list[dict]:
+        """Per-layer samples taken since the last call (for metrics.jsonl)."""
+        out, self._pending = self._pending, []
+        return out
+
+    def new_diagnoses(self) -> list[Diagnosis]:
+        """Diagnoses that fired since the last call (each kind fires once per run)."""
+        out = self.diagnoses[self._reported:]
+        self._reported = len(self.diagnoses)
+        return out
+
+    def locate_nonfinite_forward(self, run_forward: Callable[[], object]) -> str | None:
+        """Re-run a forward pass (no gradients) and return the first module whose output is not finite."""
+        first: list[str] = []
+
+        def hook(name):
+            def fn(_m, _i, out):
+                if not first and isinstance(out, torch.Tensor) and not torch.isfinite(out).all():
+                    first.append(name)
+            return fn
+
+        handles = [m.register_forward_hook(hook(n)) for n, m in self.model.named_modules() if n]
+        buffers = [b.clone() for b in self.model.buffers()]  # the re-run must not move BN running statistics
+        try:
+            with torch.no_grad():
+                run_forward()
+        finally:
+            for h in handles:
+                h.remove()
+            with torch.no_grad():
+                for b, saved in zip(self.model.buffers(), buffers):
+                    b.copy_(saved)
+        return first[0] if first else None
+
+    # -- helpers ----------------------------------------------------------------------------------------
+    @property
+    def names(self) -> list[str]:
+        return [n for n, _ in self.layers]
+
+    def state_dict(self) -> dict:
+        """What a checkpoint needs so that a resumed run diagnoses as an uninterrupted one."""
+        return {"steps": self.steps, "samples": self.samples, "diagnoses": [d.to_dict() for d in self.diagnoses],
+                "reported": self._reported, "peak_lr": self.peak_lr, "scaler_skips": self.scaler_skips,
+                "baseline": self._baseline, "layer_grads": self._layer_grads}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps = [tuple(x) for x in state["steps"]]
+        self.samples = state["samples"]
+        self.diagnoses = [Diagnosis(**d) for d in state["diagnoses"]]
+        self._reported, self.peak_lr, self.scaler_skips = state["reported"], state["peak_lr"], state["scaler_skips"]
+        self._baseline, self._layer_grads = state["baseline"], state["layer_grads"]
+
+    def _add(self, d: Diagnosis | None) -> None:
+        if d is not None and all(x.kind != d.kind for x in self.diagnoses):
+            self.diagnoses.append(d)
+
+    def _per_layer(self, values: list[torch.Tensor]) -> torch.Tensor:
+        if not values:
+            return torch.zeros(0)
+        v = torch.stack([x.float().cpu() if x.device.type != "cpu" else x.float() for x in values])
+        return torch.zeros(len(self.layers)).index_add_(0, self.owner, v)
+
+    def _layer_grad_squares(self, scale: float) -> torch.Tensor:
+        grads = [p.grad if p.grad is not None else torch.zeros((), device=p.device) for p in self.params]
+        if not grads:
+            return torch.zeros(0)
+        norms = torch._foreach_norm(grads)  # one fused kernel over all gradients
+        return self._per_layer([(n.float() / scale) ** 2 for n in norms])
+
+    def _fastest_growing(self) -> str | None:
+        if self._baseline is None or self._layer_grads is None or not len(self.layers):
+            return None
+        growth = self._layer_grads / self._baseline.clamp(min=1e-30)
+        return self.names[int(growth.argmax())]
+
+    def _nonfinite(self, step: int, loss: float, layer_sq: torch.Tensor) -> Diagnosis:
+        bad = [n for n, v in zip(self.names, layer_sq.tolist()) if not math.isfinite(v)]
+        bad_weights = [n for n, ps in self.layers if not all(torch.isfinite(p).all() for p in ps)]
+        if bad_weights:
+            layers, what = bad_weights[:1], f"the weights of {bad_weights[0]} are not finite"
+        elif not math.isfinite(loss):
+            layers, what = [], f"the loss is {loss}"
+        else:  # backward overflowed: the deepest layer with a bad gradient is where it began
+            layers, what = bad[-1:], f"the loss is finite but gradients are not, first in {bad[-1] if bad else '?'}"
+        d = Diagnosis("nonfinite", step, layers, what)
+        # a run whose gradients grew fast before the NaN is exploding, named at the latest here
+        if self.steps and (self.steps[-1][2] > 10 * self.steps[0][2] or self.steps[-1][1] > 1.5 * self.steps[0][1]):
+            grow = self._fastest_growing()
+            self._add(Diagnosis("exploding", step, [grow] if grow else layers,
+                                f"the loss became {loss} after the gradient norm reached "
+                                f"{self.steps[-1][2]:.2g} (from {self.steps[0][2]:.2g} at the start)"))
+        self._add(d)
+        return d
+
+    def _activation_hook(self, name: str, relu: bool):
+        def hook(_m, _inputs, out):
+            if not self._armed or not isinstance(out, torch.Tensor):
+                return
+            calls = self._calls[name] = self._calls.get(name, 0) + 1
+            key = name if calls == 1 else f"{name}@{calls}"  # a module used twice in a forward pass
+            with torch.no_grad():
+                o = out.detach().float()
+                dead = None
+                if relu and o.dim() >= 2:
+                    per_channel = o.transpose(0, 1).reshape(o.shape[1], -1).amax(1)
+                    dead = float((per_channel <= 0).float().mean())
+                self._acts[key] = {"mean": float(o.mean()), "std": float(o.std()), "dead": dead}
+        return hook

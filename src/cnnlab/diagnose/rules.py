@@ -1,0 +1,136 @@
+"""The diagnoses of gradient health: each a rule with its thresholds in THRESHOLDS, and the remedies a learner
+can try. The rules read what `GradientMonitor` measured; they never touch the model."""
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass, field
+
+# Every threshold a rule uses, in one place. "samples" are the steps the monitor samples (every N steps).
+THRESHOLDS = {
+    "persist_samples": 5,       # a sampled condition must hold this many samples in a row
+    "baseline_steps": 5,        # the first steps whose gradient norms and loss are the reference
+    "vanishing_ratio": 1e-3,    # vanishing: median gradient norm of the first quarter of the weighted layers
+                                # over that of the last quarter, below this
+    "vanishing_floor": 1e-7,    # ... or every layer's gradient norm below this
+    "exploding_growth": 1e3,    # exploding: global gradient norm above this times its baseline ...
+    "diverging_loss": 3.0,      # ... or the loss above this times its baseline ...
+    "diverging_steps": 3,       # ... for this many steps in a row
+    "dead_fraction": 0.5,       # dead units: over this fraction of a ReLU's channels output zero for a whole batch
+    "stalled_ratio": 1e-5,      # stalled: update / weight norm per step below this (healthy: about 1e-3) ...
+    "stalled_lr_fraction": 0.1,  # ... while the learning rate is at least this fraction of its peak so far
+}
+
+REMEDIES = {
+    "vanishing": ["add batch norm (model switch bn=true)", "add residual connections (residual=true)",
+                  "use a ReLU-family activation instead of sigmoid or tanh (activation=relu)",
+                  "use a variance-preserving initialisation (Kaiming for ReLU, Xavier for tanh)",
+                  "raise the learning rate"],
+    "exploding": ["lower the learning rate (--lr)", "clip the gradient norm (--grad-clip 1.0)",
+                  "add batch norm (bn=true)", "warm the learning rate up (--warmup-epochs 2)"],
+    "nonfinite": ["lower the learning rate", "clip gradients (--grad-clip 1.0)",
+                  "use fp32 or bf16 instead of fp16 (--precision)", "check the data for NaN or infinite values"],
+    "dead_units": ["lower the learning rate", "use a leakier activation (activation=gelu)",
+                   "add batch norm before the activation (bn=true)"],
+    "stalled": ["raise the learning rate", "check the layer is meant to train (not frozen by mistake)",
+                "add batch norm or residual connections if earlier layers also vanish"],
+}
+
+
+@dataclass
+class Diagnosis:
+    kind: str  # vanishing, exploding, nonfinite, dead_units, stalled, underflow, overflow
+    step: int
+    layers: list[str]
+    evidence: str
+    remedies: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.remedies:
+            self.remedies = list(REMEDIES.get(self.kind, []))
+
+    def message(self) -> str:
+        where = f" in {', '.join(self.layers[:4])}{' ...' if len(self.layers) > 4 else ''}" if self.layers else ""
+        return f"step {self.step}: {self.kind.replace('_', ' ')}{where}: {self.evidence}; try: {self.remedies[0]}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _persists(samples: list[dict], test) -> bool:
+    n = THRESHOLDS["persist_samples"]
+    return len(samples) >= n and all(test(s) for s in samples[-n:])
+
+
+def vanishing(samples: list[dict], weighted: list[str]) -> Diagnosis | None:
+    """Early layers' gradients orders of magnitude below late layers', sample after sample."""
+    if len(weighted) < 4:
+        return None
+    q = max(1, len(weighted) // 4)
+    early, late = weighted[:q], weighted[-q:]
+
+    def ratio(s: dict) -> float:
+        g = s["grad_norm"]
+        return statistics.median(g[n] for n in early) / max(statistics.median(g[n] for n in late), 1e-30)
+
+    if _persists(samples, lambda s: ratio(s) < THRESHOLDS["vanishing_ratio"]):
+        r = ratio(samples[-1])
+        return Diagnosis("vanishing", samples[-1]["step"], early,
+                         f"the first {q} weighted layers' gradient norms are {r:.1e} of the last {q} layers' "
+                         f"for {THRESHOLDS['persist_samples']} samples in a row")
+    if _persists(samples, lambda s: max(s["grad_norm"].values()) < THRESHOLDS["vanishing_floor"]):
+        return Diagnosis("vanishing", samples[-1]["step"], weighted,
+                         f"every layer's gradient norm is below {THRESHOLDS['vanishing_floor']:.0e}")
+    return None
+
+
+def exploding(steps: list[tuple[int, float, float]], growth_layer: str | None) -> Diagnosis | None:
+    """`steps`: (step, loss, global gradient norm) of every step so far, all finite."""
+    b = THRESHOLDS["baseline_steps"]
+    if len(steps) <= b:
+        return None
+    base_loss = statistics.median(s[1] for s in steps[:b])
+    base_grad = statistics.median(s[2] for s in steps[:b])
+    step, loss, grad = steps[-1]
+    layers = [growth_layer] if growth_layer else []
+    if grad > THRESHOLDS["exploding_growth"] * max(base_grad, 1e-30):
+        return Diagnosis("exploding", step, layers, f"the gradient norm grew from {base_grad:.2g} to {grad:.2g} "
+                                                    f"({grad / max(base_grad, 1e-30):.0e}x)")
+    k = THRESHOLDS["diverging_steps"]
+    if len(steps) >= b + k and all(s[1] > THRESHOLDS["diverging_loss"] * base_loss for s in steps[-k:]):
+        return Diagnosis("exploding", step, layers, f"the loss diverges: {loss:.3g} against {base_loss:.3g} at the "
+                                                    f"start, {k} steps in a row")
+    return None
+
+
+def dead_units(samples: list[dict]) -> Diagnosis | None:
+    def dead_layers(s: dict) -> set[str]:
+        return {n for n, f in s.get("dead_fraction", {}).items() if f > THRESHOLDS["dead_fraction"]}
+
+    n = THRESHOLDS["persist_samples"]
+    if len(samples) < n:
+        return None
+    persistent = set.intersection(*(dead_layers(s) for s in samples[-n:]))
+    if not persistent:
+        return None
+    names = sorted(persistent, key=list(samples[-1]["dead_fraction"]).index)
+    worst = max(samples[-1]["dead_fraction"][x] for x in names)
+    return Diagnosis("dead_units", samples[-1]["step"], names,
+                     f"up to {worst:.0%} of the channels output zero for every image of a batch, "
+                     f"{n} samples in a row")
+
+
+def stalled(samples: list[dict]) -> Diagnosis | None:
+    n = THRESHOLDS["persist_samples"]
+    if len(samples) < n:
+        return None
+    recent = samples[-n:]
+    if any(s["lr"] < THRESHOLDS["stalled_lr_fraction"] * s["peak_lr"] for s in recent):
+        return None
+    persistent = set.intersection(*({k for k, v in s["update_ratio"].items() if v < THRESHOLDS["stalled_ratio"]}
+                                    for s in recent))
+    if not persistent:
+        return None
+    names = [k for k in recent[-1]["update_ratio"] if k in persistent]
+    return Diagnosis("stalled", recent[-1]["step"], names,
+                     f"each step changes these layers' weights by less than {THRESHOLDS['stalled_ratio']:.0e} "
+                     f"of their norm (a healthy layer: about 1e-3)")
