@@ -31,6 +31,7 @@ WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.ELU, nn.Sigmoid, nn.Tanh)
 RELU_FAMILY = (nn.ReLU, nn.ReLU6)
+ACTIVATION_IMAGES = 32  # activation statistics use the first images of a sampled batch: cheaper, as telling
 
 
 class GradientMonitor:
@@ -109,7 +110,11 @@ class GradientMonitor:
             del self.steps[b]
         if len(self.steps) <= b:
             self._baseline = grads if self._baseline is None else self._baseline + (grads - self._baseline) / len(self.steps)
-        self._add(rules.exploding(self.steps, self._fastest_growing()))
+        exploding = rules.exploding(self.steps)
+        if exploding is not None:
+            grow = self._fastest_growing()
+            exploding.layers = [grow] if grow else []
+            self._add(exploding)
         if self.sampled(step):
             self._sample = {"type": "layers", "step": step, "loss": loss_value, "lr": lr, "peak_lr": self.peak_lr,
                             "grad_norm": dict(zip(self.names, grads.tolist()))}
@@ -128,9 +133,10 @@ class GradientMonitor:
         s = self._sample
         s["weight_norm"] = dict(zip(self.names, w.tolist()))
         s["update_ratio"] = dict(zip(self.names, (delta_sq.sqrt() / w.clamp(min=1e-30)).tolist()))
-        s["act_mean"] = {k: v["mean"] for k, v in self._acts.items()}
-        s["act_std"] = {k: v["std"] for k, v in self._acts.items()}
-        s["dead_fraction"] = {k: v["dead"] for k, v in self._acts.items() if v["dead"] is not None}
+        acts = dict(zip(self._acts, torch.stack([v for v, _ in self._acts.values()]).tolist())) if self._acts else {}
+        s["act_mean"] = {k: v[0] for k, v in acts.items()}
+        s["act_std"] = {k: v[1] for k, v in acts.items()}
+        s["dead_fraction"] = {k: v[2] for k, v in acts.items() if self._acts[k][1]}  # ReLU family only
         self.samples.append(s)
         self._pending.append(s)
         del self.samples[:-rules.THRESHOLDS["persist_samples"]]
@@ -235,15 +241,24 @@ class GradientMonitor:
 
     def _activation_hook(self, name: str, relu: bool):
         def hook(_m, _inputs, out):
-            if not self._armed or not isinstance(out, torch.Tensor):
+            if not self._armed or not isinstance(out, torch.Tensor) or out.dim() < 2:
                 return
             calls = self._calls[name] = self._calls.get(name, 0) + 1
             key = name if calls == 1 else f"{name}@{calls}"  # a module used twice in a forward pass
             with torch.no_grad():
-                o = out.detach().float()
-                dead = None
-                if relu and o.dim() >= 2:
-                    per_channel = o.transpose(0, 1).reshape(o.shape[1], -1).amax(1)
-                    dead = float((per_channel <= 0).float().mean())
-                self._acts[key] = {"mean": float(o.mean()), "std": float(o.std()), "dead": dead}
+                self._acts[key] = (_activation_stats(out.detach()[:ACTIVATION_IMAGES], relu), relu)
         return hook
+
+
+def _activation_stats(out: torch.Tensor, relu: bool) -> torch.Tensor:
+    """[mean, std, fraction of channels that are zero for every image], as one tensor. Reductions over all
+    but the channel dimension are slow on CPUs, so the per-channel sums are a matrix product."""
+    channels = out.shape[1]
+    x = (out.permute(0, 2, 3, 1) if out.dim() == 4 else out.movedim(1, -1)).reshape(-1, channels).float()
+    n = x.numel()
+    mean = x.sum() / n
+    std = ((x * x).sum() / n - mean * mean).clamp(min=0).sqrt()
+    if not relu:
+        return torch.stack([mean, std, torch.zeros_like(mean)])
+    per_channel = torch.ones(1, x.shape[0], device=x.device) @ x  # ReLU outputs: zero sum = all zero
+    return torch.stack([mean, std, (per_channel == 0).float().mean()])

@@ -83,15 +83,16 @@ def vanishing(samples: list[dict], weighted: list[str]) -> Diagnosis | None:
     return None
 
 
-def exploding(steps: list[tuple[int, float, float]], growth_layer: str | None) -> Diagnosis | None:
-    """`steps`: (step, loss, global gradient norm) of every step so far, all finite."""
+def exploding(steps: list[tuple[int, float, float]]) -> Diagnosis | None:
+    """`steps`: (step, loss, global gradient norm) of the first and the latest finite steps. The caller names
+    the layer (the one whose gradient grew most)."""
     b = THRESHOLDS["baseline_steps"]
     if len(steps) <= b:
         return None
     base_loss = statistics.median(s[1] for s in steps[:b])
     base_grad = statistics.median(s[2] for s in steps[:b])
     step, loss, grad = steps[-1]
-    layers = [growth_layer] if growth_layer else []
+    layers: list[str] = []
     if grad > THRESHOLDS["exploding_growth"] * max(base_grad, 1e-30):
         return Diagnosis("exploding", step, layers, f"the gradient norm grew from {base_grad:.2g} to {grad:.2g} "
                                                     f"({grad / max(base_grad, 1e-30):.0e}x)")
