@@ -22,6 +22,7 @@ HELP = {
     "monitor_every": "steps between per-layer gradient-health samples (0: monitor off)",
     "on_nonfinite": "a NaN/inf loss or gradient: stop (default), skip the step, or rollback to the last "
     "checkpoint; skip and rollback halve the lr",
+    "loss_scaling": "fp16: dynamic loss scaling (turn off only to watch gradients underflow)",
     "compile": "torch.compile the model", "sync_bn": "distributed runs: batch-norm statistics over all ranks",
     "model": "model name (see `cnnlab models`)", "data": "registered data set or a path (folder, .tar.gz, "
     "CIFAR batches, MNIST IDX)", "download": "fetch a registered data set (cifar10, cifar100, mnist, "
@@ -36,7 +37,8 @@ HELP = {
     "warmup_epochs": "linear warm-up length (cosine, onecycle)", "step_size": "step schedule: epochs per decay",
     "gamma": "step schedule: decay factor", "label_smoothing": "label smoothing of the cross-entropy",
     "grad_clip": "clip the global gradient norm (0: off)", "device": "auto, cpu or cuda",
-    "precision": "auto, fp32, bf16 or fp16 (auto: bf16 where the hardware is native, else fp32)",
+    "precision": "auto, fp32, bf16 or fp16 (auto: bf16 where the hardware is native, else fp32; fp16 is "
+    "emulated on CPUs)",
     "seed": "random seed (same seed, same machine: identical weights)", "out": "run folder",
     "checkpoint_every": "also checkpoint every N steps", "log_every": "steps between metric lines",
     "quiet": "no progress bar", "model_kwargs": "model switches, e.g. bn=false kernel_size=7 activation=sigmoid",

@@ -103,6 +103,38 @@ def test_diagnose_command_prints_json_and_writes_the_plots(tmp_path, capsys):
     assert "no metrics.jsonl" in capsys.readouterr().err
 
 
+def test_fp16_gradients_that_underflow_are_diagnosed_and_healthy_fp16_is_not(tmp_path):
+    sigmoid = {"bn": False, "activation": "sigmoid", "width": 0.5}
+    s = _run(tmp_path, "fp16", "plain20", model_kwargs=sigmoid, precision="fp16", loss_scaling=False)
+    underflow = next(d for d in s["diagnoses"] if d["kind"] == "underflow")
+    assert underflow["layers"][0] == "conv1" and "zero in fp16 but not in fp32" in underflow["evidence"]
+    samples = [json.loads(x) for x in (tmp_path / "fp16" / "metrics.jsonl").read_text().splitlines()
+               if '"layers"' in x]
+    assert samples[-1]["underflow_fraction"]["conv1"] > 0.5
+    healthy = _run(tmp_path, "fp16ok", "resnet20", model_kwargs={"width": 0.5}, precision="fp16")
+    assert healthy["diagnoses"] == [] and healthy["test_accuracy"] > 0.8
+    scales = [json.loads(x).get("loss_scale") for x in (tmp_path / "fp16ok" / "metrics.jsonl").read_text().splitlines()
+              if '"layers"' in x]
+    assert scales and all(v and v >= 1 for v in scales)  # the loss-scale history is recorded
+
+
+def test_fp16_activation_overflow_is_named_with_its_layer():
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    with torch.no_grad():
+        model[0].weight.fill_(300.0)  # 4 inputs of about 100 x 300: beyond fp16's 65504
+    monitor = GradientMonitor(model, every=1, precision="fp16")
+    x = torch.full((8, 4), 100.0)
+    with torch.autocast("cpu", dtype=torch.float16), monitor.forward(1):
+        loss = model(x).float().square().mean()
+    loss.backward()
+    problem = monitor.after_backward(1, loss)
+    assert problem.kind == "nonfinite"
+    with torch.autocast("cpu", dtype=torch.float16):
+        assert monitor.locate_nonfinite_forward(lambda: model(x)) == "0"
+    overflow = next(d for d in monitor.diagnoses if d.kind == "overflow")
+    assert overflow.layers == ["0"] and "65504" in overflow.evidence
+
+
 class Blowup(nn.Module):
     def forward(self, x):
         return x * torch.where(x.abs() > 3, torch.tensor(float("inf")), torch.tensor(1.0))

@@ -132,6 +132,3 @@ def test_impossible_model_shape_is_refused_before_training(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_fp16_on_cpu_is_refused(tmp_path):
-    with pytest.raises(CnnlabError, match="fp16 needs a CUDA GPU"):
-        run(tmp_path, precision="fp16")

@@ -35,8 +35,8 @@ ACTIVATION_IMAGES = 32  # activation statistics use the first images of a sample
 
 
 class GradientMonitor:
-    def __init__(self, model: nn.Module, every: int = 10) -> None:
-        self.model, self.every = model, every
+    def __init__(self, model: nn.Module, every: int = 10, precision: str = "fp32") -> None:
+        self.model, self.every, self.precision = model, every, precision
         # the monitored layers, in definition order (for the usual nets, the order of the forward pass)
         self.layers: list[tuple[str, list[nn.Parameter]]] = []
         self.weighted: list[str] = []
@@ -118,8 +118,39 @@ class GradientMonitor:
         if self.sampled(step):
             self._sample = {"type": "layers", "step": step, "loss": loss_value, "lr": lr, "peak_lr": self.peak_lr,
                             "grad_norm": dict(zip(self.names, grads.tolist()))}
+            if grad_scale is not None:  # the fp16 loss scale's history, and how often it overflowed
+                self._sample.update(loss_scale=grad_scale, scaler_skips=self.scaler_skips)
             self._before = [p.detach().clone() for p in self.params]
         return None
+
+    def measure_underflow(self, rerun: Callable[[], torch.Tensor]) -> None:
+        """On a sampled fp16 step, between backward and the optimiser step: recompute this batch's gradients
+        in fp32 (`rerun` returns the loss, scaled as the fp16 one was) and record per layer the fraction of
+        gradient entries that fp16 flushed to zero while fp32 kept them. Everything is restored after."""
+        if self._sample is None:
+            return
+        params = list(self.model.parameters())
+        kept = [p.grad for p in params]
+        buffers, rng = [b.clone() for b in self.model.buffers()], torch.get_rng_state()
+        for p in params:
+            p.grad = None
+        with torch.autocast(params[0].device.type, enabled=False):
+            rerun().backward()
+        lost, total = [], []
+        for p in self.params:
+            low = kept[next(i for i, q in enumerate(params) if q is p)]
+            ref = p.grad if p.grad is not None else torch.zeros_like(p)
+            low = low if low is not None else torch.zeros_like(p)
+            lost.append(((low == 0) & (ref != 0)).sum().float())
+            total.append(torch.tensor(float(p.numel())))
+        with torch.no_grad():
+            for p, g in zip(params, kept):
+                p.grad = g
+            for b, saved in zip(self.model.buffers(), buffers):
+                b.copy_(saved)
+        torch.set_rng_state(rng)
+        fraction = self._per_layer(lost) / self._per_layer(total)
+        self._sample["underflow_fraction"] = dict(zip(self.names, fraction.tolist()))
 
     def after_step(self, step: int) -> None:
         """After the optimiser step: on sampled steps, weight norms and update-to-weight ratios."""
@@ -144,6 +175,8 @@ class GradientMonitor:
         self._add(rules.vanishing(self.samples, self.weighted))
         self._add(rules.dead_units(self.samples))
         self._add(rules.stalled(self.samples))
+        self._add(rules.underflow(self.samples))
+        self._add(rules.overflow(self.samples))
 
     def new_samples(self) -> list[dict]:
         """Per-layer samples taken since the last call (for metrics.jsonl)."""
@@ -177,6 +210,9 @@ class GradientMonitor:
             with torch.no_grad():
                 for b, saved in zip(self.model.buffers(), buffers):
                     b.copy_(saved)
+        if first and self.precision == "fp16" and self.diagnoses and self.diagnoses[-1].kind == "nonfinite":
+            self._add(Diagnosis("overflow", self.diagnoses[-1].step, first[:1],
+                                f"the output of {first[0]} exceeds fp16's largest value, 65504"))
         return first[0] if first else None
 
     # -- helpers ----------------------------------------------------------------------------------------

@@ -18,6 +18,10 @@ THRESHOLDS = {
     "dead_fraction": 0.5,       # dead units: over this fraction of a ReLU's channels output zero for a whole batch
     "stalled_ratio": 1e-5,      # stalled: update / weight norm per step below this (healthy: about 1e-3) ...
     "stalled_lr_fraction": 0.1,  # ... while the learning rate is at least this fraction of its peak so far
+    "underflow_fraction": 0.1,  # underflow (fp16): over this fraction of a layer's gradient entries are zero
+                                # in fp16 but not in fp32, on the same batch
+    "overflow_scale": 1.0,      # overflow (fp16): the dynamic loss scale fell below this, so gradients
+                                # overflow fp16 even unscaled
 }
 
 REMEDIES = {
@@ -31,6 +35,10 @@ REMEDIES = {
                   "use fp32 or bf16 instead of fp16 (--precision)", "check the data for NaN or infinite values"],
     "dead_units": ["lower the learning rate", "use a leakier activation (activation=gelu)",
                    "add batch norm before the activation (bn=true)"],
+    "underflow": ["turn fp16 loss scaling on (--loss-scaling)", "use bf16, which has fp32's range (--precision bf16)",
+                  "use fp32 for this model (--precision fp32)"],
+    "overflow": ["use bf16, which has fp32's range (--precision bf16)", "lower the learning rate",
+                 "add batch norm to keep activations small (bn=true)", "clip gradients (--grad-clip 1.0)"],
     "stalled": ["raise the learning rate", "check the layer is meant to train (not frozen by mistake)",
                 "add batch norm or residual connections if earlier layers also vanish"],
 }
@@ -135,3 +143,28 @@ def stalled(samples: list[dict]) -> Diagnosis | None:
     return Diagnosis("stalled", recent[-1]["step"], names,
                      f"each step changes these layers' weights by less than {THRESHOLDS['stalled_ratio']:.0e} "
                      f"of their norm (a healthy layer: about 1e-3)")
+
+
+def underflow(samples: list[dict]) -> Diagnosis | None:
+    n = THRESHOLDS["persist_samples"]
+    recent = samples[-n:]
+    if len(recent) < n or any("underflow_fraction" not in s for s in recent):
+        return None
+    persistent = set.intersection(*({k for k, v in s["underflow_fraction"].items()
+                                     if v > THRESHOLDS["underflow_fraction"]} for s in recent))
+    if not persistent:
+        return None
+    names = [k for k in recent[-1]["underflow_fraction"] if k in persistent]
+    worst = max(recent[-1]["underflow_fraction"][k] for k in names)
+    return Diagnosis("underflow", recent[-1]["step"], names,
+                     f"up to {worst:.0%} of a layer's gradient entries are zero in fp16 but not in fp32, "
+                     f"{n} samples in a row")
+
+
+def overflow(samples: list[dict]) -> Diagnosis | None:
+    if not samples or samples[-1].get("loss_scale", float("inf")) >= THRESHOLDS["overflow_scale"]:
+        return None
+    s = samples[-1]
+    return Diagnosis("overflow", s["step"], [], f"the fp16 loss scale fell to {s['loss_scale']:.2g} after "
+                                                f"{s['scaler_skips']} overflowing steps: gradients exceed 65504 "
+                                                f"even unscaled")

@@ -56,7 +56,8 @@ class TrainConfig:
     tta: int = 0  # test-time augmentation: 0 none, 1 mirror, 2 mirror and 1-pixel translations
     # where and how
     device: str = "auto"  # auto, cpu or cuda
-    precision: str = "auto"  # auto, fp32, bf16 or fp16 (fp16: CUDA only, with loss scaling)
+    precision: str = "auto"  # auto, fp32, bf16 or fp16 (fp16: fast on CUDA; emulated and slow on CPUs)
+    loss_scaling: bool = True  # fp16: dynamic loss scaling (off only to watch gradients underflow)
     compile: bool = False  # torch.compile the model (slow start; helps most on GPUs)
     sync_bn: bool = False  # distributed runs: batch-norm statistics over the global batch
     seed: int = 0

@@ -91,10 +91,10 @@ def train(cfg: TrainConfig, resume: bool = False,
         net = torch.compile(net)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16" and cfg.loss_scaling)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     lookahead = Lookahead(model) if cfg.lookahead else None
-    monitor = GradientMonitor(model, cfg.monitor_every) if cfg.monitor_every else None
+    monitor = GradientMonitor(model, cfg.monitor_every, precision) if cfg.monitor_every else None
     skipped = rollbacks = 0  # non-finite steps skipped in a row; rollbacks so far
 
     st = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_accuracy": -1.0, "best_epoch": 0,
@@ -184,6 +184,10 @@ def train(cfg: TrainConfig, resume: bool = False,
             scaler.scale(loss).backward()
             problem = monitor.after_backward(step, loss, optimizer, scaler.get_scale() if scaler.is_enabled()
                                              else None) if monitor else None
+            if monitor and problem is None and precision == "fp16" and monitor.sampled(step):
+                # what fp16 lost: the same batch's gradients in fp32, compared entry by entry
+                monitor.measure_underflow(lambda: criterion(model(xb).float(), yb) * scaler.get_scale()
+                                          if scaler.is_enabled() else criterion(model(xb).float(), yb))
             if problem is not None:
                 if not problem.layers:  # the loss: find the layer where the forward pass first went wrong
                     where = monitor.locate_nonfinite_forward(lambda: _forward(model, xb, device, precision))
