@@ -135,6 +135,20 @@ def test_fp16_activation_overflow_is_named_with_its_layer():
     assert overflow.layers == ["0"] and "65504" in overflow.evidence
 
 
+def test_activations_fp16_could_not_hold_are_flagged_in_any_precision():
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    with torch.no_grad():
+        model[0].weight.fill_(300.0)
+    monitor = GradientMonitor(model, every=1)  # fp32: finite, but fp16 could not represent the ReLU's output
+    with monitor.forward(1):
+        loss = model(torch.full((8, 4), 100.0)).square().mean() * 1e-12
+    loss.backward()
+    assert monitor.after_backward(1, loss) is None
+    monitor.after_step(1)
+    overflow = next(d for d in monitor.diagnoses if d.kind == "overflow")
+    assert overflow.layers == ["1"] and "fp16 would overflow" in overflow.evidence
+
+
 class Blowup(nn.Module):
     def forward(self, x):
         return x * torch.where(x.abs() > 3, torch.tensor(float("inf")), torch.tensor(1.0))

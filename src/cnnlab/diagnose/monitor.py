@@ -168,6 +168,7 @@ class GradientMonitor:
         s["act_mean"] = {k: v[0] for k, v in acts.items()}
         s["act_std"] = {k: v[1] for k, v in acts.items()}
         s["dead_fraction"] = {k: v[2] for k, v in acts.items() if self._acts[k][1]}  # ReLU family only
+        s["act_absmax"] = {k: v[3] for k, v in acts.items()}
         self.samples.append(s)
         self._pending.append(s)
         del self.samples[:-rules.THRESHOLDS["persist_samples"]]
@@ -287,14 +288,16 @@ class GradientMonitor:
 
 
 def _activation_stats(out: torch.Tensor, relu: bool) -> torch.Tensor:
-    """[mean, std, fraction of channels that are zero for every image], as one tensor. Reductions over all
-    but the channel dimension are slow on CPUs, so the per-channel sums are a matrix product."""
+    """[mean, std, fraction of channels that are zero for every image, largest magnitude], as one tensor.
+    Reductions over all but the channel dimension are slow on CPUs, so per-channel sums are a matrix product."""
     channels = out.shape[1]
     x = (out.permute(0, 2, 3, 1) if out.dim() == 4 else out.movedim(1, -1)).reshape(-1, channels).float()
     n = x.numel()
     mean = x.sum() / n
     std = ((x * x).sum() / n - mean * mean).clamp(min=0).sqrt()
+    low, high = torch.aminmax(x)
+    absmax = torch.maximum(-low, high)
     if not relu:
-        return torch.stack([mean, std, torch.zeros_like(mean)])
+        return torch.stack([mean, std, torch.zeros_like(mean), absmax])
     per_channel = torch.ones(1, x.shape[0], device=x.device) @ x  # ReLU outputs: zero sum = all zero
-    return torch.stack([mean, std, (per_channel == 0).float().mean()])
+    return torch.stack([mean, std, (per_channel == 0).float().mean(), absmax])

@@ -21,7 +21,8 @@ THRESHOLDS = {
     "underflow_fraction": 0.1,  # underflow (fp16): over this fraction of a layer's gradient entries are zero
                                 # in fp16 but not in fp32, on the same batch
     "overflow_scale": 1.0,      # overflow (fp16): the dynamic loss scale fell below this, so gradients
-                                # overflow fp16 even unscaled
+                                # overflow fp16 even unscaled; or (any precision) an activation beyond ...
+    "fp16_max": 65504.0,        # ... fp16's largest finite value
 }
 
 REMEDIES = {
@@ -162,9 +163,17 @@ def underflow(samples: list[dict]) -> Diagnosis | None:
 
 
 def overflow(samples: list[dict]) -> Diagnosis | None:
-    if not samples or samples[-1].get("loss_scale", float("inf")) >= THRESHOLDS["overflow_scale"]:
+    if not samples:
         return None
     s = samples[-1]
+    big = {k: v for k, v in s.get("act_absmax", {}).items() if v > THRESHOLDS["fp16_max"]}
+    if big:
+        worst = max(big.values())
+        return Diagnosis("overflow", s["step"], list(big),
+                         f"activations reach {worst:.3g}, beyond fp16's largest value 65504: fp16 would overflow "
+                         f"here (bf16 and fp32 hold it)")
+    if s.get("loss_scale", float("inf")) >= THRESHOLDS["overflow_scale"]:
+        return None
     return Diagnosis("overflow", s["step"], [], f"the fp16 loss scale fell to {s['loss_scale']:.2g} after "
                                                 f"{s['scaler_skips']} overflowing steps: gradients exceed 65504 "
                                                 f"even unscaled")
