@@ -149,6 +149,28 @@ def test_activations_fp16_could_not_hold_are_flagged_in_any_precision():
     assert overflow.layers == ["1"] and "fp16 would overflow" in overflow.evidence
 
 
+def test_updates_lost_to_bf16_weights_are_underflow_and_fp32_weights_are_not():
+    def train_steps(dtype):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 2)).to(dtype)
+        opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+        monitor = GradientMonitor(model, every=1)
+        for step in range(1, 8):
+            x, y = torch.randn(32, 16, dtype=dtype), torch.randint(0, 2, (32,))
+            with monitor.forward(step):
+                loss = nn.functional.cross_entropy(model(x).float(), y)
+            opt.zero_grad()
+            loss.backward()
+            assert monitor.after_backward(step, loss, opt) is None
+            opt.step()
+            monitor.after_step(step)
+        return monitor
+
+    lost = [d for d in train_steps(torch.bfloat16).diagnoses if d.kind == "underflow"]
+    assert lost and "bfloat16 weights unchanged" in lost[0].evidence and lost[0].layers[0] == "0"
+    assert "underflow" not in [d.kind for d in train_steps(torch.float32).diagnoses]  # (stalled, at this lr)
+
+
 class Blowup(nn.Module):
     def forward(self, x):
         return x * torch.where(x.abs() > 3, torch.tensor(float("inf")), torch.tensor(1.0))

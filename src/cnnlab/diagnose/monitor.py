@@ -47,6 +47,7 @@ class GradientMonitor:
                 if isinstance(m, WEIGHTED):
                     self.weighted.append(name)
         self.params = [p for _, ps in self.layers for p in ps]
+        self.low_precision_weights = any(p.dtype in (torch.bfloat16, torch.float16) for p in self.params)
         self.owner = torch.tensor([i for i, (_, ps) in enumerate(self.layers) for _ in ps], dtype=torch.long)
         # what the rules read: (step, loss, global grad norm) of the first finite steps and of the latest ones,
         # and the latest per-layer samples; the full record goes to the caller through new_samples()
@@ -157,13 +158,24 @@ class GradientMonitor:
         if self._sample is None or self._sample["step"] != step:
             return
         with torch.no_grad():
-            new_sq = self._per_layer([p.detach().float().norm() ** 2 for p in self.params])
-            delta_sq = self._per_layer([(p.detach().float() - b.float()).norm() ** 2
-                                        for p, b in zip(self.params, self._before)])
+            weights = [p.detach() for p in self.params]
+            new_sq = self._per_layer(torch.stack(torch._foreach_norm(weights)).float() ** 2)
+            deltas = torch._foreach_sub(weights, self._before)
+            delta_sq = self._per_layer(torch.stack(torch._foreach_norm(deltas)).float() ** 2)
+            if self.low_precision_weights:
+                # entries the step left exactly as they were although their gradient was not zero: an update
+                # below the precision of bf16 or fp16 weights (fp32 weights, as under autocast, never do this)
+                moved = [(p.grad != 0) if p.grad is not None else torch.zeros_like(p, dtype=torch.bool)
+                         for p in self.params]
+                unchanged = self._per_layer([((d == 0) & m).sum() for d, m in zip(deltas, moved)])
+                pushed = self._per_layer([m.sum() for m in moved])
         w = new_sq.sqrt()
         s = self._sample
         s["weight_norm"] = dict(zip(self.names, w.tolist()))
         s["update_ratio"] = dict(zip(self.names, (delta_sq.sqrt() / w.clamp(min=1e-30)).tolist()))
+        if self.low_precision_weights:
+            s["unchanged_fraction"] = dict(zip(self.names, (unchanged / pushed.clamp(min=1)).tolist()))
+            s["weight_dtype"] = {n: str(ps[0].dtype).replace("torch.", "") for n, ps in self.layers}
         acts = dict(zip(self._acts, torch.stack([v for v, _ in self._acts.values()]).tolist())) if self._acts else {}
         s["act_mean"] = {k: v[0] for k, v in acts.items()}
         s["act_std"] = {k: v[1] for k, v in acts.items()}
@@ -176,7 +188,7 @@ class GradientMonitor:
         self._add(rules.vanishing(self.samples, self.weighted))
         self._add(rules.dead_units(self.samples))
         self._add(rules.stalled(self.samples))
-        self._add(rules.underflow(self.samples))
+        self._add(rules.underflow(self.samples) or rules.lost_updates(self.samples))
         self._add(rules.overflow(self.samples))
 
     def new_samples(self) -> list[dict]:
@@ -238,18 +250,19 @@ class GradientMonitor:
         if d is not None and all(x.kind != d.kind for x in self.diagnoses):
             self.diagnoses.append(d)
 
-    def _per_layer(self, values: list[torch.Tensor]) -> torch.Tensor:
-        if not values:
+    def _per_layer(self, values: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+        """Per-parameter values -> per-layer sums, on the CPU (a few dozen numbers)."""
+        if not len(values):
             return torch.zeros(0)
-        v = torch.stack([x.float().cpu() if x.device.type != "cpu" else x.float() for x in values])
+        v = (torch.stack(list(values)) if isinstance(values, (list, tuple)) else values).float().cpu()
         return torch.zeros(len(self.layers)).index_add_(0, self.owner, v)
 
     def _layer_grad_squares(self, scale: float) -> torch.Tensor:
         grads = [p.grad if p.grad is not None else torch.zeros((), device=p.device) for p in self.params]
         if not grads:
             return torch.zeros(0)
-        norms = torch._foreach_norm(grads)  # one fused kernel over all gradients
-        return self._per_layer([(n.float() / scale) ** 2 for n in norms])
+        norms = torch.stack(torch._foreach_norm(grads)).float()  # one fused kernel over all gradients
+        return self._per_layer((norms / scale) ** 2)
 
     def _fastest_growing(self) -> str | None:
         if self._baseline is None or self._layer_grads is None or not len(self.layers):

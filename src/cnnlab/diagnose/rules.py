@@ -20,6 +20,8 @@ THRESHOLDS = {
     "stalled_lr_fraction": 0.1,  # ... while the learning rate is at least this fraction of its peak so far
     "underflow_fraction": 0.1,  # underflow (fp16): over this fraction of a layer's gradient entries are zero
                                 # in fp16 but not in fp32, on the same batch
+    "lost_update_fraction": 0.5,  # underflow (low-precision weights): over this fraction of a layer's entries
+                                  # with a nonzero gradient left unchanged by the step
     "overflow_scale": 1.0,      # overflow (fp16): the dynamic loss scale fell below this, so gradients
                                 # overflow fp16 even unscaled; or (any precision) an activation beyond ...
     "fp16_max": 65504.0,        # ... fp16's largest finite value
@@ -177,3 +179,23 @@ def overflow(samples: list[dict]) -> Diagnosis | None:
     return Diagnosis("overflow", s["step"], [], f"the fp16 loss scale fell to {s['loss_scale']:.2g} after "
                                                 f"{s['scaler_skips']} overflowing steps: gradients exceed 65504 "
                                                 f"even unscaled")
+
+
+def lost_updates(samples: list[dict]) -> Diagnosis | None:
+    """Weights stored in bf16 (8 significant bits) or fp16 ignore updates smaller than their precision."""
+    n = THRESHOLDS["persist_samples"]
+    recent = samples[-n:]
+    if len(recent) < n or any(s["lr"] < THRESHOLDS["stalled_lr_fraction"] * s["peak_lr"] for s in recent):
+        return None
+    persistent = set.intersection(*({k for k, v in s.get("unchanged_fraction", {}).items()
+                                     if v > THRESHOLDS["lost_update_fraction"]} for s in recent))
+    if not persistent:
+        return None
+    names = [k for k in recent[-1]["unchanged_fraction"] if k in persistent]
+    dtype = recent[-1]["weight_dtype"][names[0]]
+    worst = max(recent[-1]["unchanged_fraction"][k] for k in names)
+    return Diagnosis("underflow", recent[-1]["step"], names,
+                     f"each step leaves up to {worst:.0%} of these {dtype} weights unchanged although their "
+                     f"gradients are not zero: the updates fall below the weights' precision",
+                     ["keep fp32 master weights and compute in bf16 (autocast: --precision bf16 does this)",
+                      "raise the learning rate", "use fp32 weights for this model"])
