@@ -12,7 +12,8 @@ from .errors import CnnlabError
 
 HELP = {
     "recipe": "a named set of settings, e.g. cifar10-fast (airbench94's recipe); options given override it",
-    "augment": "batched augmentation, e.g. flip,translate=2 or altflip,translate=2",
+    "augment": "batched augmentation, e.g. flip,translate=4 or crop=0.35,rotate=15:reflect,color=0.4,cutout=8,"
+    "mixup=0.2 (see `cnnlab augment`)",
     "warmup_from": "onecycle: start the warm-up at this fraction of the peak lr",
     "decay_to": "onecycle: end at this fraction of the peak lr",
     "norm_lr_scale": "lr multiplier for batch-norm parameters (decay per step unchanged)",
@@ -197,6 +198,15 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_augment(args: argparse.Namespace) -> int:
+    from .report.augment_grid import augment_grid
+
+    out = augment_grid(args.data, args.policy, args.out, rows=args.rows, cols=args.cols, seed=args.seed,
+                       image_size=args.image_size)
+    print(f"{out}: first row original, {args.rows - 1} rows augmented by '{args.policy}'")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cnnlab", description="Build, train, diagnose and search CNNs for image classification.")
     parser.add_argument("--version", action="version", version=f"cnnlab {__import__('cnnlab').__version__}")
@@ -233,6 +243,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-kwargs", nargs="+", metavar="KEY=VALUE", help=HELP["model_kwargs"])
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("augment", help="a grid of augmented training images: what the model sees")
+    p.add_argument("--data", default="digits", help=HELP["data"])
+    p.add_argument("--policy", required=True, help=HELP["augment"])
+    p.add_argument("--out", required=True, type=Path, help="the grid image (.png or .jpg)")
+    p.add_argument("--rows", type=int, default=4, help="rows: the originals, then augmented draws")
+    p.add_argument("--cols", type=int, default=8, help="images per row")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-size", type=int, default=None, help=HELP["image_size"])
+    p.set_defaults(func=cmd_augment)
 
     p = sub.add_parser("diagnose", help="gradient health of a run: diagnoses, evidence, remedies and plots")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run folder written by `cnnlab train --out`")

@@ -49,8 +49,9 @@ def test_augmentation_is_reproducible_from_seed_epoch_and_step():
     assert Augmenter(parse_policy(""), 64, 0)(x, ids, 0, 0) is x
 
 
-@pytest.mark.parametrize("spec, message", [("rotate", "unknown operation 'rotate'"),
-                                            ("translate=x", "whole number"), ("flip,altflip", "one of flip")])
+@pytest.mark.parametrize("spec, message", [("shear=3", "unknown operation 'shear=3'"), ("rotate", "a number"),
+                                            ("translate=x", "whole number"), ("flip,altflip", "one of flip"),
+                                            ("crop=1.5", "out of range"), ("rotate=10:wrap", "fill must be")])
 def test_bad_policies_are_named(spec, message):
     with pytest.raises(CnnlabError, match=message):
         parse_policy(spec)
@@ -59,3 +60,74 @@ def test_bad_policies_are_named(spec, message):
 def test_translate_larger_than_the_image_is_refused():
     with pytest.raises(CnnlabError, match="translate=8"):
         random_translate(_batch(), 8)
+
+
+# -- the transforms behind crop, rotate, colour, cutout and mixing -------------------------------------------
+from cnnlab.data.transforms import _rotate_hue, affine, colour, cutout, mix, random_affine_theta  # noqa: E402
+
+
+def test_affine_identity_and_quarter_turn_are_exact():
+    x = _batch(n=4, size=8).float()
+    eye = torch.tensor([[1.0, 0, 0], [0, 1, 0]]).expand(4, 2, 3)
+    assert torch.allclose(affine(x, eye), x, atol=1e-3)
+    quarter = torch.tensor([[0.0, -1, 0], [1, 0, 0]]).expand(4, 2, 3)  # output (u, v) reads input (-v, u)
+    turned = affine(x, quarter)
+    assert torch.allclose(turned, torch.rot90(x, 1, (2, 3)), atol=1e-3) or \
+        torch.allclose(turned, torch.rot90(x, -1, (2, 3)), atol=1e-3)
+
+
+def test_resized_crop_stays_inside_and_full_scale_is_identity():
+    g = torch.Generator().manual_seed(0)
+    theta = random_affine_theta(500, g, scale=(0.1, 1.0))
+    half_w, half_h = theta[:, 0, 0].abs(), theta[:, 1, 1].abs()
+    assert ((theta[:, 0, 2].abs() + half_w) <= 1 + 1e-6).all() and ((theta[:, 1, 2].abs() + half_h) <= 1 + 1e-6).all()
+    area = half_w * half_h
+    assert area.min() > 0.05 and area.max() <= 1
+    full = random_affine_theta(3, g, scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    assert torch.allclose(full, torch.tensor([[1.0, 0, 0], [0, 1, 0]]).expand(3, 2, 3), atol=1e-6)
+
+
+def test_colour_scales_each_image_by_its_own_factor_and_leaves_gray_alone():
+    x = _batch(n=16, size=8).float().clamp(20, 160)  # no clipping at 255 for factors up to 1.5
+    out = colour(x, torch.Generator().manual_seed(0), brightness=0.5)
+    ratio = out / x
+    per_image = ratio.flatten(1)
+    assert torch.allclose(per_image, per_image[:, :1].expand_as(per_image), atol=1e-4)  # one factor per image
+    assert per_image[:, 0].min() >= 0.5 - 1e-6 and per_image[:, 0].max() <= 1.5 + 1e-6
+    assert per_image[:, 0].std() > 0.05  # independent draws
+    gray = x[:, :1].expand(-1, 3, -1, -1)
+    assert torch.allclose(colour(gray, torch.Generator().manual_seed(1), saturation=1.0, hue=0.5), gray, atol=1e-3)
+    assert torch.allclose(_rotate_hue(x, torch.full((16,), 2 * torch.pi)), x, atol=1e-3)
+
+
+def test_cutout_blanks_one_square_per_image():
+    x = torch.full((32, 3, 16, 16), 200.0)
+    x[:, :, ::2] = 10.0  # stripes, so the batch mean differs from every pixel
+    out = cutout(x, 4, torch.Generator().manual_seed(0))
+    changed = (out != x).any(1).flatten(1).sum(1)
+    assert changed.max() == 16 and changed.min() >= 4  # a full 4x4 square, or its part inside the image
+
+
+def test_mixup_blends_and_cutmix_pastes_as_much_as_the_label_weight_says():
+    x = _batch(n=64, size=16).float()
+    out, partner, own = mix(x, torch.Generator().manual_seed(0), mixup=0.4)
+    expected = own.view(-1, 1, 1, 1) * x + (1 - own.view(-1, 1, 1, 1)) * x[partner]
+    assert torch.allclose(out, expected, atol=1e-4) and 0 <= own.min() and own.max() <= 1
+    out, partner, own = mix(x, torch.Generator().manual_seed(0), cutmix=1.0)
+    from_partner = ((out == x[partner]) & (out != x)).all(1).flatten(1).float().mean(1)
+    differs = (x != x[partner]).all(1).flatten(1).float().mean(1) > 0.99
+    assert torch.allclose(from_partner[differs], 1 - own[differs], atol=0.02)
+
+
+def test_augment_command_writes_a_grid_of_originals_and_draws(tmp_path, capsys):
+    from PIL import Image
+
+    from cnnlab.cli import main
+
+    out = tmp_path / "grid.png"
+    assert main(["augment", "--policy", "crop=0.5,rotate=20:reflect,color=0.3,cutout=6,mixup=0.3",
+                 "--out", str(out), "--rows", "3", "--cols", "5"]) == 0
+    image = Image.open(out)
+    assert image.size == (5 * 96, 3 * 96)  # digits at 32x32, scaled 3x per cell
+    assert main(["augment", "--policy", "spin=3", "--out", str(tmp_path / "bad.png")]) == 2
+    assert "unknown operation 'spin=3'" in capsys.readouterr().err and not (tmp_path / "bad.png").exists()

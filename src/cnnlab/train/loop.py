@@ -174,20 +174,20 @@ def train(cfg: TrainConfig, resume: bool = False,
         problem = None
         for s in range(st["step_in_epoch"], steps_per_epoch):
             idx = order[s * batch:(s + 1) * batch][ranks.rank::ranks.world]
-            xb = normalize(augment(x_train[idx], idx, epoch, s), mean_t, std_t)
-            yb = y_train[idx]
+            xb, partner, own = augment.mix(augment(x_train[idx], idx, epoch, s), epoch, s)
+            xb, yb = normalize(xb, mean_t, std_t), y_train[idx]
             step = st["global_step"] + 1
             with autocast(device, precision), monitor.forward(step) if monitor else nullcontext():
                 logits = net(xb)
-            loss = criterion(logits.float(), yb)
+            loss = _loss(logits, yb, partner, own, criterion)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             problem = monitor.after_backward(step, loss, optimizer, scaler.get_scale() if scaler.is_enabled()
                                              else None) if monitor else None
             if monitor and problem is None and precision == "fp16" and monitor.sampled(step):
                 # what fp16 lost: the same batch's gradients in fp32, compared entry by entry
-                monitor.measure_underflow(lambda: criterion(model(xb).float(), yb) * scaler.get_scale()
-                                          if scaler.is_enabled() else criterion(model(xb).float(), yb))
+                monitor.measure_underflow(lambda: _loss(model(xb), yb, partner, own, criterion)
+                                          * (scaler.get_scale() if scaler.is_enabled() else 1.0))
             if problem is not None:
                 if not problem.layers:  # the loss: find the layer where the forward pass first went wrong
                     where = monitor.locate_nonfinite_forward(lambda: _forward(model, xb, device, precision))
@@ -313,6 +313,18 @@ def train(cfg: TrainConfig, resume: bool = False,
 
 def _write(log, record: dict) -> None:
     log.write(json.dumps(record) + "\n")
+
+
+def _loss(logits: torch.Tensor, y: torch.Tensor, partner: torch.Tensor | None, own: torch.Tensor | None,
+          criterion: nn.CrossEntropyLoss) -> torch.Tensor:
+    """The training loss; under mixup / cutmix each image's loss weighs its own label by `own` and its
+    partner's by the rest."""
+    if partner is None:
+        return criterion(logits.float(), y)
+    smoothing = criterion.label_smoothing
+    mine = nn.functional.cross_entropy(logits.float(), y, reduction="none", label_smoothing=smoothing)
+    theirs = nn.functional.cross_entropy(logits.float(), y[partner], reduction="none", label_smoothing=smoothing)
+    return (own * mine + (1 - own) * theirs).mean()
 
 
 def _forward(model: nn.Module, x: torch.Tensor, device: torch.device, precision: str) -> torch.Tensor:
