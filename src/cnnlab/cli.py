@@ -175,6 +175,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_summary(args: argparse.Namespace) -> int:
     from .models import create_model
+    from .models.equivariant import equivariance_note
     from .report.summary import format_summary, parse_input_shape, summarize
 
     shape = parse_input_shape(args.input)
@@ -182,6 +183,9 @@ def cmd_summary(args: argparse.Namespace) -> int:
                          **parse_kwargs(args.model_kwargs or []))
     s = summarize(model, shape, args.model)
     print(json.dumps({"model": args.model, **s.to_dict()}) if args.json else format_summary(s, args.model))
+    note = equivariance_note(model, shape[1], shape[0], args.model) if shape[1] == shape[2] else None
+    if note:
+        print(f"warning: {note}", file=sys.stderr)
     return 0
 
 

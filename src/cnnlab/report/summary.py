@@ -76,7 +76,7 @@ class _Tracer(fx.Interpreter):
             mod = self.module.get_submodule(n.target)
             if isinstance(mod, _GLOBAL):
                 return None
-            if isinstance(mod, _WINDOWED):
+            if isinstance(mod, _WINDOWED) or getattr(mod, "fx_leaf", False) and hasattr(mod, "kernel_size"):
                 k, s, d = (_first(getattr(mod, a, 1)) for a in ("kernel_size", "stride", "dilation"))
                 return rf + (k - 1) * d * jump, jump * s
         elif n.op in ("call_function", "call_method"):
@@ -87,6 +87,13 @@ class _Tracer(fx.Interpreter):
                 steps = [s.step for s in n.args[1][2:] if isinstance(s, slice) and s.step]
                 return rf, jump * (steps[0] if steps else 1)
         return rf, jump
+
+
+class _LeafTracer(fx.Tracer):
+    """Keeps modules marked `fx_leaf` (e.g. group convolutions, which build their filters from shapes) whole."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return getattr(m, "fx_leaf", False) or super().is_leaf_module(m, qualname)
 
 
 class _LayerFailed(Exception):
@@ -100,6 +107,8 @@ def _first(v) -> int:
 
 
 def _macs(mod: nn.Module, out: torch.Tensor) -> int:
+    if hasattr(mod, "macs"):  # layers that know their own count (group convolutions)
+        return mod.macs(out)
     if isinstance(mod, nn.Conv2d):
         kh, kw = mod.kernel_size
         return out.numel() * (mod.in_channels // mod.groups) * kh * kw
@@ -125,7 +134,7 @@ def summarize(model: nn.Module, input_shape: tuple[int, int, int], name: str | N
     """Trace `model` on one zero image of `input_shape` (C, H, W). Raises CnnlabError if it cannot run."""
     label = name or type(model).__name__
     try:
-        gm = fx.symbolic_trace(model)
+        gm = fx.GraphModule(model, _LeafTracer().trace(model))
     except Exception as exc:  # noqa: BLE001
         raise CnnlabError(f"{label}: cannot trace the model for a summary ({exc})") from None
     tracer = _Tracer(gm)

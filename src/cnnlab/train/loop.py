@@ -21,6 +21,7 @@ from ..data.augment import Augmenter, parse_policy
 from ..diagnose.monitor import GradientMonitor
 from ..errors import CnnlabError, TrainingStopped
 from ..models import create_model
+from ..models.equivariant import equivariance_note
 from ..report.summary import summarize
 from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint, save_weights, load_weights
 from . import distributed
@@ -62,6 +63,11 @@ def train(cfg: TrainConfig, resume: bool = False,
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, num_classes=ds.num_classes, in_channels=ds.channels, **cfg.model_kwargs)
     _check_input_size(model, cfg.model, size)
+    note = equivariance_note(model, size, ds.channels, cfg.model)
+    if note:
+        ds.notes.append(note)
+        if ranks.main:
+            print(f"warning: {note}", file=sys.stderr)
     stats = summarize(model, (ds.channels, size, size), cfg.model)
     if cfg.val_fraction > 0:
         fit_idx, val_idx = stratified_split(ds.train_y, cfg.val_fraction, cfg.seed)
