@@ -211,6 +211,20 @@ def cmd_augment(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_invariance(args: argparse.Namespace) -> int:
+    from .diagnose.invariance import measure_invariance
+
+    names = [t.strip() for t in args.transforms.split(",") if t.strip()]
+    result = measure_invariance(args.checkpoint, args.data, names, weights=args.weights, holdout=args.holdout)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{'transform':<12} {'predictions changed':>20} {'relative logit change':>22}")
+    for name, r in result.items():
+        print(f"{name:<12} {r['prediction_change']:>20.4f} {r['logit_change']:>22.2e}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cnnlab", description="Build, train, diagnose and search CNNs for image classification.")
     parser.add_argument("--version", action="version", version=f"cnnlab {__import__('cnnlab').__version__}")
@@ -257,6 +271,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--image-size", type=int, default=None, help=HELP["image_size"])
     p.set_defaults(func=cmd_augment)
+
+    p = sub.add_parser("invariance", help="how much a trained model's predictions change under transforms")
+    p.add_argument("--checkpoint", required=True, type=Path, help="run folder written by `cnnlab train --out`")
+    p.add_argument("--data", required=True, help=HELP["data"])
+    p.add_argument("--transforms", default="rot90,rot180,hflip,rot15,translate2",
+                   help="comma-separated: rotD (rot90, rot15, ...), hflip, vflip, translateN")
+    p.add_argument("--weights", choices=("best", "last"), default="best")
+    p.add_argument("--holdout", type=float, default=0.2, help=HELP["holdout"])
+    p.add_argument("--json", action="store_true", help="one object keyed by transform")
+    p.set_defaults(func=cmd_invariance)
 
     p = sub.add_parser("diagnose", help="gradient health of a run: diagnoses, evidence, remedies and plots")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run folder written by `cnnlab train --out`")

@@ -28,7 +28,7 @@ def load_run(run_dir: Path, weights: str = "best") -> tuple[torch.nn.Module, dic
     return model.eval(), spec
 
 
-def _stats(spec: dict) -> tuple[torch.Tensor, torch.Tensor]:
+def stats(spec: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(spec["mean"]).view(1, -1, 1, 1), torch.tensor(spec["std"]).view(1, -1, 1, 1)
 
 
@@ -37,14 +37,20 @@ def _precision(spec: dict) -> str:
     return "fp32" if spec.get("precision") == "fp16" else spec.get("precision", "fp32")
 
 
-def evaluate_run(run_dir: Path, data: str, weights: str = "best", holdout: float = 0.2) -> dict:
-    model, spec = load_run(run_dir, weights)
+def load_test_split(spec: dict, data: str, holdout: float = 0.2):
+    """The test split of `data` as the run's model sees it: (dataset, uint8 images, labels)."""
     ds = load_dataset(data, holdout=holdout, image_size=spec["image_size"])
     if ds.num_classes != spec["num_classes"] or ds.channels != spec["in_channels"]:
         raise CnnlabError(f"--data {data}: {ds.num_classes} classes of {ds.channels}-channel images, but the "
                           f"model was trained on {spec['num_classes']} classes of {spec['in_channels']} channels")
     x, y = to_device(ds.test_x, ds.test_y, spec["image_size"], torch.device("cpu"))
-    mean, std = _stats(spec)
+    return ds, x, y
+
+
+def evaluate_run(run_dir: Path, data: str, weights: str = "best", holdout: float = 0.2) -> dict:
+    model, spec = load_run(run_dir, weights)
+    ds, x, y = load_test_split(spec, data, holdout)
+    mean, std = stats(spec)
     logits = predict_logits(model, x, mean, std, _precision(spec), tta=spec.get("tta", 0))
     return {"model": spec["model"], "dataset": ds.name, "classes": ds.classes,
             **metrics_from_logits(logits, y, ds.num_classes)}
@@ -64,7 +70,7 @@ def predict_images(run_dir: Path, paths: list[Path], top_k: int = 5, weights: st
             raise CnnlabError(f"{path}: file not found") from None
         except (UnidentifiedImageError, OSError) as exc:
             raise CnnlabError(f"{path}: not a readable image ({exc})") from None
-    mean, std = _stats(spec)
+    mean, std = stats(spec)
     results = []
     for path, img in zip(paths, images):
         x, _ = to_device(img[None], np.zeros(1), spec["image_size"], torch.device("cpu"))

@@ -85,3 +85,25 @@ def test_group_layers_count_their_macs():
     assert lift.macs == 10 * 4 * 32 * 32 * 1 * 9 and lift.params == 10 * 9
     conv = next(r for r in s.layers if r.type == "GroupConv")
     assert conv.macs == 10 * 4 * 32 * 32 * 10 * 4 * 9 and conv.params == 10 * 10 * 4 * 9
+
+
+def test_invariance_command_measures_exact_invariance_of_a_trained_p4m_net(tmp_path, capsys):
+    import json
+
+    for model, out in (("p4mcnn", "p4m"), ("resnet20", "plain")):
+        assert main(["train", "--model", model, "--model-kwargs", "width=0.5", "--epochs", "1", "--image-size", "16",
+                     "--out", str(tmp_path / out), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["invariance", "--checkpoint", str(tmp_path / "p4m"), "--data", "digits", "--json"]) == 0
+    p4m = json.loads(capsys.readouterr().out)
+    assert set(p4m) == {"rot90", "rot180", "hflip", "rot15", "translate2"}
+    for t in ("rot90", "rot180", "hflip"):
+        assert p4m[t]["logit_change"] <= 1e-5 and p4m[t]["prediction_change"] == 0
+    assert p4m["rot15"]["logit_change"] > 1e-3  # 15 degrees is not in the group
+    assert main(["invariance", "--checkpoint", str(tmp_path / "plain"), "--data", "digits", "--json",
+                 "--transforms", "rot90,hflip"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert min(plain[t]["logit_change"] for t in plain) > 1e-2
+    assert main(["invariance", "--checkpoint", str(tmp_path / "p4m"), "--data", "digits",
+                 "--transforms", "rot90,twirl"]) == 2
+    assert "unknown transform 'twirl'" in capsys.readouterr().err

@@ -47,3 +47,12 @@ def use_all_cores(processes_here: int = 1) -> int:
     n = max(1, n // processes_here)
     torch.set_num_threads(n)
     return n
+
+
+def to_channels_last(model: torch.nn.Module) -> torch.nn.Module:
+    """channels_last for every 4-d weight (conv filters): the layout fast CPU and GPU convolutions want.
+    Unlike `model.to(memory_format=...)`, it leaves 5-d group-conv weights alone instead of failing."""
+    for p in model.parameters():
+        if p.dim() == 4:
+            p.data = p.data.contiguous(memory_format=torch.channels_last)
+    return model

@@ -26,7 +26,7 @@ from ..report.summary import summarize
 from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint, save_weights, load_weights
 from . import distributed
 from .config import TrainConfig
-from .device import autocast, resolve_device, resolve_precision, use_all_cores
+from .device import autocast, resolve_device, resolve_precision, to_channels_last, use_all_cores
 from .evaluate import metrics_from_logits, predict_logits
 from .lookahead import Lookahead
 from .optim import build_optimizer, build_scheduler, lr_factor
@@ -82,7 +82,7 @@ def train(cfg: TrainConfig, resume: bool = False,
     std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
     augment = Augmenter(parse_policy(cfg.augment), len(x_train), cfg.seed)
 
-    model = model.to(device, memory_format=torch.channels_last)
+    model = to_channels_last(model.to(device))
     if hasattr(model, "init_from_data"):  # e.g. airbench's whitening layer, fitted to the training images
         model.init_from_data(normalize(x_train[:5000], mean_t, std_t))
     batch = min(cfg.batch_size, len(x_train))

@@ -1,0 +1,60 @@
+"""How invariant is a trained model, really? For each transform, the fraction of test predictions that
+change and the relative change of the logits, ||f(Tx) - f(x)|| / ||f(x)|| averaged over images, in fp32
+and eval mode so that exact invariance shows as float rounding (about 1e-7) and nothing else."""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..data.transforms import affine
+from ..errors import CnnlabError
+from ..inference import load_run, load_test_split, stats
+from ..train.tensors import normalize
+
+KNOWN = "rotD (degrees, e.g. rot90, rot15), hflip, vflip, translateN (pixels, e.g. translate2)"
+
+
+def parse_transform(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """'rot90' -> a function on uint8 or float batches (N, C, H, W) in [0, 255]."""
+    if name == "hflip":
+        return lambda x: x.flip(3)
+    if name == "vflip":
+        return lambda x: x.flip(2)
+    if m := re.fullmatch(r"rot(-?\d+(?:\.\d+)?)", name):
+        degrees = float(m.group(1))
+        if degrees % 90 == 0:  # exact: a permutation of pixels, no resampling
+            return lambda x: torch.rot90(x, int(degrees // 90) % 4, dims=(2, 3))
+        a = math.radians(degrees)
+        theta = torch.tensor([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0]])
+        return lambda x: affine(x, theta.expand(len(x), 2, 3))
+    if m := re.fullmatch(r"translate(\d+)", name):
+        k = int(m.group(1))
+        return lambda x: torch.nn.functional.pad(x.float(), (k, 0, k, 0))[:, :, :x.shape[2], :x.shape[3]]
+    raise CnnlabError(f"--transforms: unknown transform '{name}'; known: {KNOWN}")
+
+
+@torch.no_grad()
+def measure_invariance(run_dir: Path, data: str, transforms: list[str], weights: str = "best",
+                       holdout: float = 0.2, batch_size: int = 256) -> dict:
+    fns = {name: parse_transform(name) for name in transforms}  # check names before loading anything
+    model, spec = load_run(run_dir, weights)
+    _, x, _ = load_test_split(spec, data, holdout)
+    mean, std = stats(spec)
+    model = model.float().eval()
+
+    def logits(images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([model(normalize(images[i:i + batch_size].float(), mean, std))
+                          for i in range(0, len(images), batch_size)])
+
+    base = logits(x)
+    out = {}
+    for name, fn in fns.items():
+        moved = logits(fn(x))
+        change = (moved - base).norm(dim=1) / base.norm(dim=1).clamp(min=1e-12)
+        out[name] = {"prediction_change": float((moved.argmax(1) != base.argmax(1)).float().mean()),
+                     "logit_change": float(change.mean())}
+    return out
