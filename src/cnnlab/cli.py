@@ -225,6 +225,16 @@ def cmd_invariance(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    from .studies import rotation
+
+    studies = {"rotation": rotation}
+    results = studies[args.name].run(args.out, epochs=args.epochs, seed=args.seed)
+    print(studies[args.name].table(results))
+    print(f"results, table and plot in {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cnnlab", description="Build, train, diagnose and search CNNs for image classification.")
     parser.add_argument("--version", action="version", version=f"cnnlab {__import__('cnnlab').__version__}")
@@ -281,6 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--holdout", type=float, default=0.2, help=HELP["holdout"])
     p.add_argument("--json", action="store_true", help="one object keyed by transform")
     p.set_defaults(func=cmd_invariance)
+
+    p = sub.add_parser("study", help="run a measured study of the CNN playbook, with a table and a plot")
+    p.add_argument("name", choices=["rotation"], help="rotation: P4 CNN against augmentation on rotated digits")
+    p.add_argument("--out", required=True, type=Path, help="folder for the runs, results.json, table.md, plot")
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("diagnose", help="gradient health of a run: diagnoses, evidence, remedies and plots")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run folder written by `cnnlab train --out`")

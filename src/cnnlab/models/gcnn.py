@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .equivariant import GroupBatchNorm, GroupConv, GroupPool, LiftingConv, group_width
-from .layers import check_kernel_size, make_activation
+from .layers import check_kernel_size, make_activation, scaled
 from .registry import register_model
 
 
@@ -21,24 +21,42 @@ def _norm(channels: int, group: str, bn: bool) -> nn.Module:
 
 
 class GroupCNN(nn.Module):
+    """`group` None: the same network with ordinary convolutions (Cohen and Welling's Z2CNN baseline)."""
     min_input_size = 2  # one 2x2 max-pool
 
-    def __init__(self, group: str, num_classes: int = 10, in_channels: int = 3, bn: bool = True,
+    def __init__(self, group: str | None, num_classes: int = 10, in_channels: int = 3, bn: bool = True,
                  kernel_size: int = 3, width: float = 1.0, activation: str = "relu") -> None:
         super().__init__()
         k = check_kernel_size(kernel_size)
-        c = group_width(20, width, group)
-        layers: list[nn.Module] = [LiftingConv(in_channels, c, k, group, bias=not bn), _norm(c, group, bn),
-                                   make_activation(activation)]
+        c = group_width(20, width, group) if group else scaled(20, width)
+
+        def conv(cin: int, cout: int, first: bool = False, bias: bool = True) -> nn.Module:
+            if group is None:
+                return nn.Conv2d(cin, cout, k, padding=k // 2, bias=bias)
+            return (LiftingConv if first else GroupConv)(cin, cout, k, group, bias=bias)
+
+        def norm(channels: int) -> nn.Module:
+            return (nn.BatchNorm2d(channels) if group is None else GroupBatchNorm(channels, group)) if bn \
+                else nn.Identity()
+
+        layers: list[nn.Module] = [conv(in_channels, c, first=True, bias=not bn), norm(c), make_activation(activation)]
         for i in range(5):
-            layers += [GroupConv(c, c, k, group, bias=not bn), _norm(c, group, bn), make_activation(activation)]
+            layers += [conv(c, c, bias=not bn), norm(c), make_activation(activation)]
             if i == 0:
                 layers.append(nn.MaxPool2d(2))
-        layers += [GroupConv(c, num_classes, k, group), GroupPool(group), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        layers += [conv(c, num_classes), GroupPool(group) if group else nn.Identity(), nn.AdaptiveAvgPool2d(1),
+                   nn.Flatten()]
         self.features = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
+
+
+@register_model("equivariant")
+def z2cnn(num_classes: int = 10, in_channels: int = 3, bn: bool = True, kernel_size: int = 3, width: float = 1.0,
+          activation: str = "relu") -> GroupCNN:
+    """p4cnn's architecture with ordinary convolutions and 20 channels: about its parameters, no invariance."""
+    return GroupCNN(None, num_classes, in_channels, bn, kernel_size, width, activation)
 
 
 @register_model("equivariant")
