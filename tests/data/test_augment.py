@@ -131,3 +131,21 @@ def test_augment_command_writes_a_grid_of_originals_and_draws(tmp_path, capsys):
     assert image.size == (5 * 96, 3 * 96)  # digits at 32x32, scaled 3x per cell
     assert main(["augment", "--policy", "spin=3", "--out", str(tmp_path / "bad.png")]) == 2
     assert "unknown operation 'spin=3'" in capsys.readouterr().err and not (tmp_path / "bad.png").exists()
+
+
+def test_randaugment_and_trivialaugment_draw_an_operation_per_image():
+    from cnnlab.data.transforms import auto_augment
+
+    assert parse_policy("randaugment").auto == "rand" and parse_policy("randaugment=3:14").auto_ops == 3
+    for bad in ("randaugment=2", "randaugment=2:40", "trivialaugment=1", "randaugment,trivialaugment"):
+        with pytest.raises(CnnlabError):
+            parse_policy(bad)
+    x = _batch(n=390, size=16).float()
+    out = auto_augment(x, torch.Generator().manual_seed(0), "trivial")
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 255
+    unchanged = ((out - x).abs().flatten(1).amax(1) < 1e-3).float().mean()
+    assert 0.02 < unchanged < 0.3  # about 1 in 13 draw "identity"; the rest change
+    again = auto_augment(x, torch.Generator().manual_seed(0), "trivial")
+    assert torch.equal(out, again)
+    two = auto_augment(x, torch.Generator().manual_seed(0), "rand", num_ops=2, magnitude=0.5)
+    assert ((two - x).abs().flatten(1).amax(1) < 1e-3).float().mean() < unchanged

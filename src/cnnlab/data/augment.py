@@ -13,6 +13,8 @@ the order listed here whatever the order written:
     vflip            mirror up-down with probability 1/2
     brightness=V, contrast=V, saturation=V  scale by a factor in [1-V, 1+V];  color=V sets all three
     hue=V            rotate the hue by up to +-V turns
+    randaugment[=N:M]  N random operations per image at strength M of 30 (default 2:9; Cubuk et al. 2020)
+    trivialaugment   one random operation per image at a random strength (Mueller and Hutter 2021)
     cutout=K         blank a KxK square per image
     mixup=A, cutmix=A  blend (mixup) or paste a box of (cutmix) a partner image, weight ~ Beta(A, A); the
                      loss mixes the two labels by the same weight
@@ -25,8 +27,8 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import CnnlabError
-from .transforms import (FILLS, affine, apply_flip, colour, cutout, flip_mask, mix, random_affine_theta,
-                         random_translate)
+from .transforms import (FILLS, affine, apply_flip, auto_augment, colour, cutout, flip_mask, mix,
+                         random_affine_theta, random_translate)
 
 __all__ = ["Augmenter", "Policy", "apply_flip", "parse_policy", "random_translate"]
 
@@ -43,6 +45,9 @@ class Policy:
     contrast: float = 0.0
     saturation: float = 0.0
     hue: float = 0.0
+    auto: str = "none"  # none, rand or trivial
+    auto_ops: int = 2
+    auto_magnitude: int = 9
     cutout: int = 0
     mixup: float = 0.0
     cutmix: float = 0.0
@@ -59,7 +64,7 @@ class Policy:
 _NUMBERS = {"translate": int, "crop": float, "rotate": float, "brightness": float, "contrast": float,
             "saturation": float, "hue": float, "cutout": int, "mixup": float, "cutmix": float}
 _KNOWN = "translate=N, crop=S, rotate=D[:fill], flip, altflip, vflip, color=V, brightness=V, contrast=V, " \
-         "saturation=V, hue=V, cutout=K, mixup=A, cutmix=A"
+         "saturation=V, hue=V, randaugment[=N:M], trivialaugment, cutout=K, mixup=A, cutmix=A"
 
 
 def parse_policy(spec: str | None) -> Policy:
@@ -67,6 +72,17 @@ def parse_policy(spec: str | None) -> Policy:
     values: dict = {}
     for item in filter(None, (s.strip() for s in (spec or "").split(","))):
         name, has_value, value = item.partition("=")
+        if name in ("randaugment", "trivialaugment"):
+            if "auto" in values:
+                raise CnnlabError("--augment: choose one of randaugment and trivialaugment")
+            values["auto"] = "rand" if name == "randaugment" else "trivial"
+            if has_value:
+                n_ops, _, mag = value.partition(":")
+                if name == "trivialaugment" or not (n_ops.isdigit() and mag.isdigit() and int(mag) <= 30):
+                    raise CnnlabError(f"--augment: '{item}': use randaugment=N:M (M from 0 to 30) or a bare "
+                                      f"randaugment / trivialaugment")
+                values["auto_ops"], values["auto_magnitude"] = int(n_ops), int(mag)
+            continue
         if name in ("flip", "altflip", "vflip") and not has_value:
             if name == "vflip":
                 values["vflip"] = True
@@ -126,6 +142,8 @@ class Augmenter:
             x = apply_flip(x, self.parity[image_ids] ^ bool(epoch % 2))
         if p.vflip:
             x = apply_flip(x, flip_mask(len(x), gen), dim=2)
+        if p.auto != "none":
+            x = auto_augment(x, gen, p.auto, p.auto_ops, p.auto_magnitude / 30)
         if p.brightness or p.contrast or p.saturation or p.hue:
             x = colour(x, gen, p.brightness, p.contrast, p.saturation, p.hue)
         if p.cutout:

@@ -163,3 +163,69 @@ def _beta(n: int, alpha: float, gen: torch.Generator | None) -> torch.Tensor:
     Y drawn from Gamma(alpha)."""
     g = torch._standard_gamma(torch.full((2, n), float(alpha)), generator=gen)
     return g[0] / (g[0] + g[1])
+
+
+# -- RandAugment and TrivialAugment, batched ---------------------------------------------------------------
+# Each image draws its own operation (and, for TrivialAugment, its own strength). Every operation is run on
+# the whole batch once, with identity parameters for the images that did not draw it, so the cost does
+# not depend on which images drew what. Strengths: torchvision's ranges ("wide" for TrivialAugment).
+AUTO_OPS = ("identity", "shear_x", "shear_y", "translate_x", "translate_y", "rotate", "brightness", "color",
+            "contrast", "sharpness", "posterize", "solarize", "autocontrast")
+_RANGES = {"rand": {"shear": 0.3, "translate": 0.45, "rotate": 30.0, "enhance": 0.9, "bits": 4},
+           "trivial": {"shear": 0.99, "translate": 1.0, "rotate": 135.0, "enhance": 0.99, "bits": 6}}
+
+
+def auto_augment(x: torch.Tensor, gen: torch.Generator | None, kind: str, num_ops: int = 2,
+                 magnitude: float = 9 / 30) -> torch.Tensor:
+    """kind 'rand': `num_ops` rounds, each image a random op at `magnitude` (0..1); kind 'trivial': one
+    round, each image a random op at a random magnitude. Float images in [0, 255] out."""
+    rng = _RANGES[kind]
+    x = x.float()
+    n = len(x)
+    for _ in range(num_ops if kind == "rand" else 1):
+        op = torch.randint(0, len(AUTO_OPS), (n,), generator=gen)
+        m = torch.full((n,), float(magnitude)) if kind == "rand" else torch.rand(n, generator=gen)
+        signed = m * torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
+        chosen = {name: (op == i) for i, name in enumerate(AUTO_OPS)}
+
+        def when(name: str, value: torch.Tensor, identity: float) -> torch.Tensor:
+            return torch.where(chosen[name], value, torch.full_like(value, identity))
+
+        # geometry: one affine per image (identity for the rest)
+        shx, shy = when("shear_x", signed * rng["shear"], 0), when("shear_y", signed * rng["shear"], 0)
+        tx, ty = when("translate_x", signed * rng["translate"], 0), when("translate_y", signed * rng["translate"], 0)
+        angle = when("rotate", signed * rng["rotate"], 0) * math.pi / 180
+        if bool((shx != 0).any() or (shy != 0).any() or (tx != 0).any() or (ty != 0).any() or (angle != 0).any()):
+            cos, sin = angle.cos(), angle.sin()
+            theta = torch.stack([torch.stack([cos + shx * sin, -sin + shx * cos, tx], 1),
+                                 torch.stack([sin + shy * cos, cos - shy * sin, ty], 1)], 1)
+            x = affine(x, theta, "zeros")
+        view = (n, 1, 1, 1)
+        dev = x.device
+        x = x * when("brightness", 1 + signed * rng["enhance"], 1).to(dev).view(view)
+        gray = _gray(x)
+        x = gray + (x - gray) * when("color", 1 + signed * rng["enhance"], 1).to(dev).view(view)
+        mean = _gray(x).mean((1, 2, 3), keepdim=True)
+        x = mean + (x - mean) * when("contrast", 1 + signed * rng["enhance"], 1).to(dev).view(view)
+        x = _sharpness(x.clamp(0, 255), when("sharpness", 1 + signed * rng["enhance"], 1).to(dev))
+        bits = when("posterize", 8 - (m * rng["bits"]).round(), 8).to(dev).view(view)
+        x = torch.where(bits < 8, torch.floor(x / 2 ** (8 - bits)) * 2 ** (8 - bits), x)
+        threshold = when("solarize", 256 * (1 - m), 256).to(dev).view(view)
+        x = torch.where(x >= threshold, 255 - x, x)
+        x = torch.where(chosen["autocontrast"].to(dev).view(view), _autocontrast(x), x)
+    return x.clamp(0, 255)
+
+
+def _sharpness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Blend with a smoothed copy (PIL's kernel): factor 1 is the image, 0 the blur, 2 twice as sharp."""
+    c = x.shape[1]
+    kernel = torch.tensor([[1.0, 1, 1], [1, 5, 1], [1, 1, 1]], device=x.device) / 13
+    blurred = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel.expand(c, 1, 3, 3), groups=c)
+    return (blurred + (x - blurred) * factor.view(-1, 1, 1, 1)).clamp(0, 255)
+
+
+def _autocontrast(x: torch.Tensor) -> torch.Tensor:
+    low = x.amin((2, 3), keepdim=True)
+    high = x.amax((2, 3), keepdim=True)
+    scale = torch.where(high > low, 255 / (high - low).clamp(min=1e-6), torch.ones_like(high))
+    return torch.where(high > low, (x - low) * scale, x)
