@@ -21,7 +21,6 @@ the order listed here whatever the order written:
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
