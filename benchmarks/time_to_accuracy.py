@@ -49,7 +49,7 @@ def main() -> int:
             s = train(cfg)
             wall = time.perf_counter() - tick
         results.append((s["test_accuracy"], wall, s["train_seconds"]))
-        print(f"seed {seed}: val accuracy {s['test_accuracy']:.4f} on {s['test_images']} held-out images, "
+        print(f"seed {cfg.seed}: val accuracy {s['test_accuracy']:.4f} on {s['test_images']} held-out images, "
               f"wall {wall:.1f}s (training {s['train_seconds']:.1f}s, {s['images_per_second']:.0f} img/s, "
               f"{s['precision']}, {s['threads']} threads, {s['train_images']} training images, {s['epochs']} epochs)")
     acc = statistics.mean(r[0] for r in results)

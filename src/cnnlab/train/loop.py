@@ -234,7 +234,7 @@ def train(cfg: TrainConfig, resume: bool = False,
             st["images_seen"] += len(idx) * ranks.world
             if on_step is not None:
                 on_step(model, st["global_step"])
-            if st["global_step"] % cfg.log_every == 0:  # the only place a step waits for the device
+            if st["global_step"] % cfg.log_every == 0:  # with the monitor off, the only wait for the device
                 loss_value = float(loss.detach())  # rank 0's share of the batch
                 _write(log, {"type": "step", "step": st["global_step"], "epoch": epoch + 1, "loss": loss_value,
                              "lr": optimizer.param_groups[0]["lr"]})
