@@ -1,27 +1,45 @@
-"""Run under torchrun by test_distributed.py: trains on digits and records, after every optimiser step,
-a hash of this rank's weights in `<out>/hashes-rank<R>.txt`, so the test can compare ranks step by step."""
+"""Run under torchrun by test_distributed.py (and once without it, as the reference).
+
+    ddp_worker.py hashes OUT HASH_DIR   train on digits; after every optimiser step write a hash of this
+                                        rank's weights and of its BN running statistics to
+                                        HASH_DIR/hashes-rank<R>.txt
+    ddp_worker.py first-step OUT FILE   train resnet20 without BN in fp32; save the weights after step 1
+                                        (rank 0) to FILE
+"""
 import hashlib
 import os
 import sys
 
+import torch
+
 from cnnlab.train import TrainConfig, train
 
 
+def digest(tensors) -> str:
+    h = hashlib.sha1()
+    for t in tensors:
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def main() -> None:
-    out, hashes = sys.argv[1], sys.argv[2]
-    rank = os.environ["RANK"]
-    log = open(f"{hashes}/hashes-rank{rank}.txt", "w")
+    mode, out, target = sys.argv[1:4]
+    rank = os.environ.get("RANK", "0")
+    if mode == "hashes":
+        log = open(f"{target}/hashes-rank{rank}.txt", "w")
+        cfg = TrainConfig(model="resnet20", model_kwargs={"width": 0.5}, data="digits", epochs=3, batch_size=64,
+                          lr=0.05, augment="flip,translate=2", out=out, quiet=True)
+        train(cfg, on_step=lambda model, step: log.write(
+            f"{step} {digest(model.parameters())} {digest(model.buffers())}\n"))
+        log.close()
+    else:
+        def save(model, step):
+            if step == 1 and rank == "0":
+                torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, target)
 
-    def record(model, step):
-        h = hashlib.sha1()
-        for t in model.parameters():  # BN running statistics are per rank until evaluation broadcasts them
-            h.update(t.detach().cpu().contiguous().numpy().tobytes())
-        log.write(f"{step} {h.hexdigest()}\n")
-
-    cfg = TrainConfig(model="resnet20", model_kwargs={"width": 0.5}, data="digits", epochs=3, batch_size=64,
-                      lr=0.05, augment="flip,translate=2", out=out, quiet=True)
-    train(cfg, on_step=record)
-    log.close()
+        cfg = TrainConfig(model="resnet20", model_kwargs={"width": 0.5, "bn": False}, data="digits", epochs=1,
+                          batch_size=64, lr=0.01, precision="fp32", out=out, quiet=True)
+        train(cfg, on_step=save)
 
 
 if __name__ == "__main__":

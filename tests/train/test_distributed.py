@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
@@ -19,20 +20,43 @@ def _env():
     return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
+WORKER = str(Path(__file__).with_name("ddp_worker.py"))
+
+
 def test_ranks_hold_identical_weights_after_every_step_and_the_loss_falls(tmp_path):
-    run = subprocess.run(TORCHRUN + [str(Path(__file__).with_name("ddp_worker.py")), str(tmp_path / "run"),
-                                     str(tmp_path)], env=_env(), capture_output=True, text=True, timeout=300)
+    run = subprocess.run(TORCHRUN + [WORKER, "hashes", str(tmp_path / "run"), str(tmp_path)], env=_env(),
+                         capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
-    rank0 = (tmp_path / "hashes-rank0.txt").read_text().split("\n")
-    rank1 = (tmp_path / "hashes-rank1.txt").read_text().split("\n")
-    assert len(rank0) > 50 and rank0 == rank1
-    assert len({line.split(" ")[-1] for line in rank0 if line}) == len(rank0) - 1  # the weights do change
+    rank0 = [line.split() for line in (tmp_path / "hashes-rank0.txt").read_text().splitlines()]
+    rank1 = [line.split() for line in (tmp_path / "hashes-rank1.txt").read_text().splitlines()]
+    assert len(rank0) == len(rank1) == 60
+    assert [r[:2] for r in rank0] == [r[:2] for r in rank1]  # same weights after every step
+    assert len({r[1] for r in rank0}) == 60  # which do change
+    assert rank0[0][2] != rank1[0][2]  # BN statistics differ: each rank normalised its own share of the batch
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["threads"] == 1
     epochs = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
-              if '"epoch"' in line and '"type": "epoch"' in line]
+              if '"type": "epoch"' in line]
     assert epochs[-1]["train_loss"] < 0.5 * epochs[0]["train_loss"]
     assert summary["test_accuracy"] > 0.5  # chance: 0.1
+
+
+def test_two_ranks_take_the_step_one_process_takes_on_the_whole_batch(tmp_path):
+    """Gradients averaged over two half batches equal the whole batch's (no BN: nothing else differs)."""
+    subprocess.run([sys.executable, WORKER, "first-step", str(tmp_path / "one"), str(tmp_path / "one.pt")],
+                   check=True, timeout=300)
+    run = subprocess.run(TORCHRUN + [WORKER, "first-step", str(tmp_path / "two"), str(tmp_path / "two.pt")],
+                         env=_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+    changes = [((two[k] - one[k]).norm() / one[k].norm()).item() for k in one if one[k].is_floating_point()]
+    assert max(changes) < 1e-4  # float summation order only (measured: 6e-6)
+
+
+def test_sync_bn_on_cpus_is_refused_in_one_line(tmp_path):
+    run = subprocess.run(TORCHRUN + TRAIN + ["--sync-bn", "--out", str(tmp_path / "x")], env=_env(),
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0 and "cnnlab: error: --sync-bn needs CUDA GPUs" in run.stderr
 
 
 def test_killed_distributed_run_resumes_to_the_uninterrupted_weights(tmp_path):

@@ -44,6 +44,9 @@ def train(cfg: TrainConfig, resume: bool = False,
     device = resolve_device(cfg.device, ranks.local_rank)
     precision = resolve_precision(cfg.precision, device)
     run_dir = Path(cfg.out or f"runs/{cfg.model}-{Path(cfg.data).name.split('.')[0]}-{datetime.now():%Y%m%d-%H%M%S}")
+    if cfg.sync_bn and ranks.distributed and device.type != "cuda":
+        raise CnnlabError("--sync-bn needs CUDA GPUs (torch's SyncBatchNorm); on CPUs each rank normalises "
+                          "its own share of the batch")
     if ranks.distributed and not cfg.out:
         raise CnnlabError("distributed runs need --out: each process would otherwise pick its own folder")
     _check_run_dir(run_dir, cfg, resume)
