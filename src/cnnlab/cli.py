@@ -11,6 +11,7 @@ from pathlib import Path
 from .errors import CnnlabError
 
 HELP = {
+    "model_config": "YAML file with model and model_kwargs (e.g. best_model.yaml of `cnnlab search report`)",
     "recipe": "a named set of settings, e.g. cifar10-fast (airbench94's recipe); options given override it",
     "augment": "batched augmentation, e.g. flip,translate=4 or crop=0.35,rotate=15:reflect,color=0.4,cutout=8,"
     "mixup=0.2 (see `cnnlab augment`)",
@@ -91,7 +92,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         elif isinstance(default, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
         else:
-            kind = {"image_size": int, "out": str, "recipe": str}.get(f.name, type(default))
+            kind = {"image_size": int, "out": str, "recipe": str, "model_config": str}.get(f.name, type(default))
             p.add_argument(flag, type=kind, metavar=f.name.upper(), **kw)
 
 
@@ -235,6 +236,26 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    from .search.report import report
+    from .search.run import run_search
+
+    if args.trials < 1:
+        raise CnnlabError(f"--trials must be at least 1, got {args.trials}")
+    run_search(args.space, args.data, args.trials, args.study, args.out, storage=args.storage,
+               strategy=args.strategy, epochs=args.epochs, seed=args.seed, max_params=args.max_params,
+               max_macs=args.max_macs, image_size=args.image_size, quiet=True)
+    print(report(args.out, args.study, args.storage))
+    return 0
+
+
+def cmd_search_report(args: argparse.Namespace) -> int:
+    from .search.report import report
+
+    print(report(args.dir, args.study, args.storage, as_json=args.json))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cnnlab", description="Build, train, diagnose and search CNNs for image classification.")
     parser.add_argument("--version", action="version", version=f"cnnlab {__import__('cnnlab').__version__}")
@@ -299,6 +320,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_study)
 
+    p = sub.add_parser("search", help="architecture search (`cnnlab search report DIR` shows the results)")
+    p.add_argument("--space", required=True, help="a ready space (vgg-like, resnet-like, mixed) or a YAML file")
+    p.add_argument("--data", default="digits", help=HELP["data"])
+    p.add_argument("--trials", type=int, required=True, help="trials the study should hold when done")
+    p.add_argument("--study", default="search", help="study name (workers sharing a storage join it)")
+    p.add_argument("--out", required=True, type=Path, help="folder for study.db, trials/ and the report")
+    p.add_argument("--storage", help="database URL (default: sqlite in --out; postgresql://... for many machines)")
+    p.add_argument("--strategy", default="tpe", help="random or tpe")
+    p.add_argument("--epochs", type=int, default=3, help="training epochs per trial")
+    p.add_argument("--max-params", type=int, help="reject larger architectures before training")
+    p.add_argument("--max-macs", type=int, help="reject architectures with more multiply-adds")
+    p.add_argument("--image-size", type=int, default=None, help=HELP["image_size"])
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("search-report", help=argparse.SUPPRESS)
+    p.add_argument("dir", type=Path, metavar="DIR", help="the --out folder of `cnnlab search`")
+    p.add_argument("--study", help="study name, where the storage holds several")
+    p.add_argument("--storage", help="database URL, if not the folder's study.db")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.set_defaults(func=cmd_search_report)
+
     p = sub.add_parser("diagnose", help="gradient health of a run: diagnoses, evidence, remedies and plots")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run folder written by `cnnlab train --out`")
     p.add_argument("--plots", type=Path, help="folder for the plots (default: RUN_DIR/diagnose)")
@@ -308,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["search", "report"]:  # `cnnlab search report DIR`
+        argv = ["search-report", *argv[2:]]
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)

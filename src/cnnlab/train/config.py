@@ -17,6 +17,7 @@ class TrainConfig:
     # a named set of defaults (see train/recipes.py); settings given alongside override it
     recipe: str | None = None
     # what to train, on what
+    model_config: str | None = None  # a YAML model spec (model, model_kwargs), e.g. `cnnlab search report`'s
     model: str = "resnet20"
     model_kwargs: dict = field(default_factory=dict)
     data: str = "digits"
@@ -95,6 +96,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict, source: str = "config") -> "TrainConfig":
         known = {f.name: f for f in dataclasses.fields(cls)}
+        if values.get("model_config") is not None:  # the model file's settings under those given
+            values = {**_read_model_config(values["model_config"], known), **values}
         if values.get("recipe") is not None:  # the recipe's settings first, then everything given
             values = {**recipe_settings(values["recipe"]), **values}
         for key in values:
@@ -130,3 +133,18 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _read_model_config(path: str, known: dict) -> dict:
+    try:
+        values = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise CnnlabError(f"--model-config {path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise CnnlabError(f"--model-config {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(values, dict) or "model" not in values:
+        raise CnnlabError(f"--model-config {path}: expected a mapping with 'model' (and 'model_kwargs')")
+    unknown = set(values) - set(known)
+    if unknown:
+        raise CnnlabError(f"--model-config {path}: unknown setting '{sorted(unknown)[0]}'")
+    return values

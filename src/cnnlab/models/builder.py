@@ -1,0 +1,79 @@
+"""A CNN described by data, the form architecture search produces and `cnnlab train --model-config` reads:
+
+    arch = {"stages": [{"blocks": 2, "width": 32, "kernel": 3}, {"blocks": 2, "width": 64, "kernel": 3}],
+            "downsample": "pool",      # between stages: "pool" (2x2 max-pool) or "stride" (stride-2 first conv)
+            "skip": True,              # residual connections in every block
+            "bn": True, "activation": "relu",
+            "head": {"type": "gap"}}   # or {"type": "fc", "widths": [256, 128]}: flatten a 4x4 map into FC layers
+    model = create_model("cnn", num_classes=10, arch=arch)
+
+Blocks are the ResNet basic blocks (two convs), so a stage of VGG-like plain blocks and one of ResNet blocks
+differ only by the `skip` switch."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import CnnlabError
+from .layers import check_kernel_size, init_weights, make_activation, make_norm
+from .registry import register_model
+from .resnet import BasicBlock
+
+DEFAULT_ARCH = {"stages": [{"blocks": 1, "width": 32, "kernel": 3}, {"blocks": 1, "width": 64, "kernel": 3}],
+                "downsample": "pool", "skip": True, "bn": True, "activation": "relu", "head": {"type": "gap"}}
+FLATTEN_SIZE = 4  # the fc head pools the last map to 4x4 before flattening, whatever the input size
+
+
+class ConfigurableCNN(nn.Module):
+    def __init__(self, arch: dict, num_classes: int = 10, in_channels: int = 3) -> None:
+        super().__init__()
+        arch = {**DEFAULT_ARCH, **arch}
+        stages, head = arch["stages"], arch["head"]
+        if not stages or not all(isinstance(s, dict) and {"blocks", "width"} <= set(s) for s in stages):
+            raise CnnlabError("arch: 'stages' must be a non-empty list of {blocks, width, kernel} mappings")
+        if arch["downsample"] not in ("pool", "stride"):
+            raise CnnlabError(f"arch: downsample must be pool or stride, got {arch['downsample']!r}")
+        bn, act, skip = bool(arch["bn"]), arch["activation"], bool(arch["skip"])
+        first = stages[0]
+        k0 = check_kernel_size(first.get("kernel", 3))
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, first["width"], k0, 1, k0 // 2, bias=not bn),
+                                   make_norm(first["width"], bn), make_activation(act)]
+        cin = first["width"]
+        for i, stage in enumerate(stages):
+            k = check_kernel_size(stage.get("kernel", 3))
+            if stage["blocks"] < 1 or stage["width"] < 1:
+                raise CnnlabError(f"arch: stage {i + 1} needs at least 1 block and 1 channel, got {stage}")
+            down = i > 0
+            if down and arch["downsample"] == "pool":
+                layers.append(nn.MaxPool2d(2))
+            for j in range(stage["blocks"]):
+                stride = 2 if down and j == 0 and arch["downsample"] == "stride" else 1
+                layers.append(BasicBlock(cin, stage["width"], stride, k, bn, act, skip))
+                cin = stage["width"]
+        self.features = nn.Sequential(*layers)
+        self.min_input_size = 2 ** (len(stages) - 1)  # every downsampling halves the map
+        if head.get("type", "gap") == "gap":
+            self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes))
+        elif head["type"] == "fc":
+            widths = list(head.get("widths", []))
+            if not 1 <= len(widths) <= 3:
+                raise CnnlabError(f"arch: an fc head has 1 to 3 hidden layers, got {widths}")
+            fc: list[nn.Module] = [nn.AdaptiveAvgPool2d(FLATTEN_SIZE), nn.Flatten()]
+            n = cin * FLATTEN_SIZE ** 2
+            for w in widths:
+                fc += [nn.Linear(n, w), make_activation(act)]
+                n = w
+            self.head = nn.Sequential(*fc, nn.Linear(n, num_classes))
+        else:
+            raise CnnlabError(f"arch: head type must be gap or fc, got {head.get('type')!r}")
+        init_weights(self, act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+@register_model("searched")
+def cnn(num_classes: int = 10, in_channels: int = 3, arch: dict = DEFAULT_ARCH) -> ConfigurableCNN:
+    """A CNN described by an `arch` mapping (stages of blocks, widths, kernels, downsampling, skips, BN,
+    activation, head): what `cnnlab search` explores and exports."""
+    return ConfigurableCNN(arch, num_classes, in_channels)

@@ -1,0 +1,100 @@
+"""`cnnlab search report DIR`: the leaderboard of a search, the accuracy-against-parameters plot with its
+Pareto front, and the best architecture exported as a model config `cnnlab train --model-config` reads."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import yaml
+
+from ..errors import CnnlabError
+from ..train.checkpoint import atomic_write_text
+
+
+def describe(arch: dict) -> str:
+    stages = "-".join(f"{s['blocks']}x{s['width']}k{s['kernel']}" for s in arch["stages"])
+    head = arch["head"]["type"] + ("[" + ",".join(map(str, arch["head"].get("widths", []))) + "]"
+                                   if arch["head"]["type"] == "fc" else "")
+    return (f"{stages} {arch['downsample']} {'skip' if arch['skip'] else 'plain'} {'bn' if arch['bn'] else 'nobn'} "
+            f"{arch['activation']} {head}")
+
+
+def load_results(out: Path, study: str | None = None, storage: str | None = None) -> dict:
+    out = Path(out)
+    url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    if storage is None and not (out / "study.db").exists():
+        raise CnnlabError(f"{out}: no study.db here; give the folder passed to `cnnlab search --out`")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    names = optuna.get_all_study_names(url)
+    if not names:
+        raise CnnlabError(f"{url}: holds no study")
+    if study is None and len(names) > 1:
+        raise CnnlabError(f"{url} holds several studies ({', '.join(names)}); choose one with --study")
+    s = optuna.load_study(study_name=study or names[0], storage=url)
+    rows, rejected = [], []
+    for t in s.trials:
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            rows.append({"trial": t.number, "architecture": describe(t.user_attrs["arch"]), "arch": t.user_attrs["arch"],
+                         "settings": {k: v for k, v in t.params.items() if k in ("lr", "weight_decay", "batch_size")},
+                         "val_accuracy": t.value, "params": t.user_attrs["params"], "macs": t.user_attrs["macs"],
+                         "train_seconds": t.user_attrs["train_seconds"], "run_dir": t.user_attrs["run_dir"]})
+        elif "rejected" in t.user_attrs:
+            rejected.append({"trial": t.number, "reason": t.user_attrs["rejected"]})
+    rows.sort(key=lambda r: -r["val_accuracy"])
+    for r in rows:  # Pareto front of (accuracy up, parameters down)
+        r["pareto"] = not any(o["val_accuracy"] >= r["val_accuracy"] and o["params"] < r["params"] or
+                              o["val_accuracy"] > r["val_accuracy"] and o["params"] <= r["params"] for o in rows)
+    return {"study": s.study_name, "trials": len(s.trials), "leaderboard": rows, "rejected": rejected}
+
+
+def write_outputs(results: dict, out: Path) -> dict:
+    """best_model.yaml (for --model-config) and pareto.png, next to the study."""
+    out = Path(out)
+    files = {}
+    if results["leaderboard"]:
+        best = results["leaderboard"][0]
+        config = {"model": "cnn", "model_kwargs": {"arch": best["arch"]}, **best["settings"]}
+        atomic_write_text(out / "best_model.yaml", yaml.safe_dump(config, sort_keys=False))
+        files["best_model"] = str(out / "best_model.yaml")
+        files["pareto_plot"] = _plot(results["leaderboard"], out / "pareto.png")
+    return files
+
+
+def _plot(rows: list[dict], path: Path) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.scatter([r["params"] for r in rows], [r["val_accuracy"] for r in rows], s=14, label="trials")
+    front = sorted((r for r in rows if r["pareto"]), key=lambda r: r["params"])
+    ax.plot([r["params"] for r in front], [r["val_accuracy"] for r in front], "r.-", label="Pareto front")
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("validation accuracy")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
+
+
+def format_results(results: dict, files: dict) -> str:
+    lines = [f"study {results['study']}: {results['trials']} trials, {len(results['leaderboard'])} trained, "
+             f"{len(results['rejected'])} rejected before training"]
+    lines.append(f"{'#':>4} {'val acc':>8} {'params':>10} {'MACs':>12} {'time':>7}  architecture")
+    for r in results["leaderboard"]:
+        lines.append(f"{r['trial']:>4} {r['val_accuracy']:8.4f} {r['params']:10,} {r['macs']:12,} "
+                     f"{r['train_seconds']:6.1f}s  {r['architecture']}{'  *' if r['pareto'] else ''}")
+    lines.extend(f"rejected #{r['trial']}: {r['reason']}" for r in results["rejected"])
+    lines.append("*: on the Pareto front of accuracy against parameters")
+    lines.extend(f"{k.replace('_', ' ')}: {v}" for k, v in files.items())
+    return "\n".join(lines)
+
+
+def report(out: Path, study: str | None = None, storage: str | None = None, as_json: bool = False) -> str:
+    results = load_results(out, study, storage)
+    files = write_outputs(results, out)
+    return json.dumps({**results, **files}) if as_json else format_results(results, files)

@@ -1,0 +1,88 @@
+"""`cnnlab search`: each trial draws an architecture (and training settings) from the space, checks it
+against the constraints before any training, and trains it as an ordinary cnnlab run in
+`<out>/trials/<number>`; Optuna's storage (SQLite in `<out>/study.db` unless --storage says otherwise) holds
+the study, so a restarted search continues where it stopped and never trains a finished trial again."""
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import optuna
+
+from ..data import load_dataset
+from ..errors import CnnlabError
+from ..models import create_model
+from ..report.summary import summarize
+from ..train import TrainConfig, train
+from .space import load_space, sample
+
+STRATEGIES = ("random", "tpe")
+HEARTBEAT_SECONDS = 10
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+def make_sampler(strategy: str, seed: int) -> optuna.samplers.BaseSampler:
+    if strategy == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if strategy == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    raise CnnlabError(f"--strategy must be one of {', '.join(STRATEGIES)}, got '{strategy}'")
+
+
+def open_study(out: Path, study: str, storage: str | None, strategy: str = "tpe", seed: int = 0) -> optuna.Study:
+    out.mkdir(parents=True, exist_ok=True)
+    url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    optuna.logging.set_verbosity(logging.WARNING)
+    try:
+        # heartbeats: a trial whose worker died stops beating, is marked failed and is queued again
+        with warnings.catch_warnings():  # Optuna marks heartbeats "experimental"; they have been since 2.8
+            warnings.simplefilter("ignore")
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
+            rdb = optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS,
+                                             grace_period=3 * HEARTBEAT_SECONDS,
+                                             heartbeat_stale_trial_callback=retry)
+        return optuna.create_study(study_name=study, storage=rdb, sampler=make_sampler(strategy, seed),
+                                   direction="maximize", load_if_exists=True)
+    except Exception as exc:  # noqa: BLE001 - a bad URL, a missing driver, a server that does not answer
+        raise CnnlabError(f"--storage {url}: cannot open the study ({str(exc).splitlines()[0]})") from None
+
+
+def run_search(space_name: str, data: str, trials: int, study: str, out: Path, storage: str | None = None,
+               strategy: str = "tpe", epochs: int = 3, seed: int = 0, max_params: int | None = None,
+               max_macs: int | None = None, image_size: int | None = None, quiet: bool = True) -> optuna.Study:
+    space = load_space(space_name)
+    out = Path(out)
+    ds = load_dataset(data, image_size=image_size)  # its shape and classes, for the checks before training
+    size = image_size or ds.default_image_size or ds.image_size[0]
+    s = open_study(out, study, storage, strategy, seed)
+
+    def objective(trial: optuna.Trial) -> float:
+        arch, settings = sample(trial, space)
+        trial.set_user_attr("arch", arch)
+        try:
+            model = create_model("cnn", num_classes=ds.num_classes, in_channels=ds.channels, arch=arch)
+            if size < model.min_input_size:
+                raise CnnlabError(f"{len(arch['stages']) - 1} downsamplings need inputs of at least "
+                                  f"{model.min_input_size}x{model.min_input_size}, the data is {size}x{size}")
+            stats = summarize(model, (ds.channels, size, size))
+            if max_params and stats.params > max_params:
+                raise CnnlabError(f"{stats.params:,} parameters, more than --max-params {max_params:,}")
+            if max_macs and stats.macs > max_macs:
+                raise CnnlabError(f"{stats.macs:,} MACs, more than --max-macs {max_macs:,}")
+        except CnnlabError as exc:  # rejected before training, with the reason kept in the study
+            trial.set_user_attr("rejected", str(exc))
+            raise optuna.TrialPruned(str(exc)) from None
+        run_dir = out / "trials" / f"{trial.number:04d}"
+        cfg = TrainConfig(model="cnn", model_kwargs={"arch": arch}, data=data, epochs=epochs, seed=seed,
+                          image_size=image_size, out=str(run_dir), quiet=quiet, **settings)
+        summary = train(cfg)
+        for key in ("params", "macs", "train_seconds", "run_dir", "test_accuracy"):
+            trial.set_user_attr(key, summary[key])
+        return summary["best_val_accuracy"]
+
+    finished = len(s.get_trials(deepcopy=False, states=FINISHED))
+    if finished < trials:  # a restarted search runs only what is missing
+        done = optuna.study.MaxTrialsCallback(trials, states=FINISHED)
+        s.optimize(objective, n_trials=trials - finished, callbacks=[done], catch=())
+    return s

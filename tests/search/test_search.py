@@ -1,0 +1,87 @@
+"""Architecture search on Optuna, end to end on digits with tiny budgets."""
+import json
+
+import optuna
+import pytest
+import yaml
+
+from cnnlab import CnnlabError
+from cnnlab.cli import main
+from cnnlab.models import create_model
+from cnnlab.search.space import load_space, sample
+
+SMALL = ["--data", "digits", "--epochs", "1", "--image-size", "16", "--strategy", "random"]
+
+
+def test_ready_spaces_load_and_bad_spaces_are_named(tmp_path):
+    for name in ("vgg-like", "resnet-like", "mixed"):
+        assert "stages" in load_space(name)
+    bad = tmp_path / "bad.yaml"
+    for text, message in (("depth: [1, 2]", "unknown key 'depth'"), ("width: []", "lists no choices"),
+                          ("lr: {min: 1, max: 0}", "min <= max"), ("[1, 2]", "expected a mapping")):
+        bad.write_text(text)
+        with pytest.raises(CnnlabError, match=message):
+            load_space(str(bad))
+    with pytest.raises(CnnlabError, match="no such file, nor a ready space"):
+        load_space("nowhere.yaml")
+
+
+def test_choices_are_conditional_on_the_stages_and_head_drawn():
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    space = {"stages": {"min": 1, "max": 3}, "width": [8, 16], "head": ["gap", "fc"], "fc_layers": {"min": 1, "max": 2},
+             "fc_width": [32], "lr": {"min": 0.01, "max": 0.1, "log": True}}
+    for _ in range(20):
+        trial = study.ask()
+        arch, settings = sample(trial, space)
+        n = len(arch["stages"])
+        assert {f"stage{i}_width" for i in range(n)} <= set(trial.params)
+        assert f"stage{n}_width" not in trial.params  # a width exists only if its stage does
+        assert ("fc_layers" in trial.params) == (arch["head"]["type"] == "fc")
+        assert 0.01 <= settings["lr"] <= 0.1
+        create_model("cnn", num_classes=10, arch=arch)  # every draw builds
+        study.tell(trial, 0.5)
+
+
+def test_search_trains_rejects_restarts_without_retraining_and_exports_a_trainable_best(tmp_path, capsys):
+    out = tmp_path / "search"
+    assert main(["search", "--space", "mixed", "--trials", "4", "--out", str(out), "--max-params", "1000000",
+                 *SMALL]) == 0
+    printed = capsys.readouterr().out
+    assert "study search: 4 trials" in printed
+    result_dirs = sorted((out / "trials").iterdir())
+    stamps = [(d / "summary.json").stat().st_mtime for d in result_dirs]
+    assert main(["search", "--space", "mixed", "--trials", "4", "--out", str(out), "--max-params", "1000000",
+                 *SMALL]) == 0  # restarted: the study is complete, nothing trains again
+    assert [(d / "summary.json").stat().st_mtime for d in result_dirs] == stamps
+    capsys.readouterr()
+    assert main(["search", "report", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["trials"] == 4 and len(report["leaderboard"]) + len(report["rejected"]) == 4
+    assert all(r["params"] <= 1000000 for r in report["leaderboard"]) and report["rejected"]
+    assert all("more than --max-params" in r["reason"] for r in report["rejected"])
+    accs = [r["val_accuracy"] for r in report["leaderboard"]]
+    assert accs == sorted(accs, reverse=True) and any(r["pareto"] for r in report["leaderboard"])
+    best = yaml.safe_load((out / "best_model.yaml").read_text())
+    assert best["model"] == "cnn" and best["model_kwargs"]["arch"] == report["leaderboard"][0]["arch"]
+    assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["train", "--model-config", str(out / "best_model.yaml"), "--epochs", "1", "--image-size", "16",
+                 "--out", str(tmp_path / "retrain"), "-q"]) == 0
+    summary = json.loads((tmp_path / "retrain" / "summary.json").read_text())
+    assert summary["model_kwargs"]["arch"] == best["model_kwargs"]["arch"]
+
+
+def test_architectures_impossible_for_the_input_are_rejected_with_the_reason(tmp_path, capsys):
+    space = tmp_path / "deep.yaml"
+    space.write_text("stages: 4\nwidth: [8]\n")
+    assert main(["search", "--space", str(space), "--trials", "1", "--out", str(tmp_path / "s"), "--data", "digits",
+                 "--image-size", "4", "--epochs", "1"]) == 0
+    assert "rejected #0: 3 downsamplings need inputs of at least 8x8, the data is 4x4" in capsys.readouterr().out
+    assert not (tmp_path / "s" / "trials").exists()
+
+
+def test_search_errors_are_one_line(tmp_path, capsys):
+    assert main(["search", "--space", "mixed", "--trials", "0", "--out", str(tmp_path)]) == 2
+    assert main(["search", "report", str(tmp_path / "none")]) == 2
+    assert "no study.db here" in capsys.readouterr().err
+    assert main(["train", "--model-config", str(tmp_path / "missing.yaml")]) == 2
+    assert "--model-config" in capsys.readouterr().err
