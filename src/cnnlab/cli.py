@@ -99,7 +99,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import TrainConfig, train
 
-    values = {k: v for k, v in vars(args).items() if k not in ("command", "func", "config", "resume")}
+    values = {k: v for k, v in vars(args).items() if k not in ("command", "func", "config", "resume", "argv")}
     if "model_kwargs" in values:
         values["model_kwargs"] = parse_kwargs(values["model_kwargs"])
     base = TrainConfig.from_yaml(args.config).to_dict() if args.config else {}
@@ -242,9 +242,26 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     if args.trials < 1:
         raise CnnlabError(f"--trials must be at least 1, got {args.trials}")
-    run_search(args.space, args.data, args.trials, args.study, args.out, storage=args.storage,
-               strategy=args.strategy, epochs=args.epochs, seed=args.seed, max_params=args.max_params,
-               max_macs=args.max_macs, image_size=args.image_size, quiet=True)
+    if args.workers < 1:
+        raise CnnlabError(f"--workers must be at least 1, got {args.workers}")
+    objectives = tuple(o.strip() for o in args.objectives.split(","))
+    helpers = []
+    if args.workers > 1:  # more processes joining the same study through its storage
+        import subprocess
+
+        argv = list(args.argv)
+        k = argv.index("--workers")
+        argv[k + 1] = "1"
+        helpers = [subprocess.Popen([sys.executable, "-m", "cnnlab", *argv], stdout=subprocess.DEVNULL)
+                   for _ in range(args.workers - 1)]
+    try:
+        run_search(args.space, args.data, args.trials, args.study, args.out, storage=args.storage,
+                   strategy=args.strategy, epochs=args.epochs, seed=args.seed, max_params=args.max_params,
+                   max_macs=args.max_macs, image_size=args.image_size, quiet=True, objectives=objectives,
+                   pruner=args.pruner)
+    finally:
+        for h in helpers:
+            h.wait()
     print(report(args.out, args.study, args.storage))
     return 0
 
@@ -327,7 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", default="search", help="study name (workers sharing a storage join it)")
     p.add_argument("--out", required=True, type=Path, help="folder for study.db, trials/ and the report")
     p.add_argument("--storage", help="database URL (default: sqlite in --out; postgresql://... for many machines)")
-    p.add_argument("--strategy", default="tpe", help="random or tpe")
+    p.add_argument("--strategy", default="tpe", help="random, tpe or nsga2 (multi-objective)")
+    p.add_argument("--objectives", default="accuracy", help="accuracy, or accuracy,params (or macs, latency): "
+                   "a multi-objective search returning the Pareto front")
+    p.add_argument("--pruner", default="none", help="none, halving or hyperband (single-objective only)")
+    p.add_argument("--workers", type=int, default=1, help="processes on this machine sharing the study")
     p.add_argument("--epochs", type=int, default=3, help="training epochs per trial")
     p.add_argument("--max-params", type=int, help="reject larger architectures before training")
     p.add_argument("--max-macs", type=int, help="reject architectures with more multiply-adds")
@@ -356,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         argv = ["search-report", *argv[2:]]
     try:
         args = build_parser().parse_args(argv)
+        args.argv = argv  # as given, for commands that start more of themselves (search --workers)
         return args.func(args)
     except CnnlabError as exc:
         print(f"cnnlab: error: {exc}", file=sys.stderr)

@@ -85,3 +85,41 @@ def test_search_errors_are_one_line(tmp_path, capsys):
     assert "no study.db here" in capsys.readouterr().err
     assert main(["train", "--model-config", str(tmp_path / "missing.yaml")]) == 2
     assert "--model-config" in capsys.readouterr().err
+
+
+def test_multi_objective_search_returns_a_pareto_front_and_refuses_a_pruner(tmp_path, capsys):
+    out = tmp_path / "mo"
+    assert main(["search", "--space", "resnet-like", "--trials", "4", "--out", str(out), "--strategy", "nsga2",
+                 "--objectives", "accuracy,params", "--data", "digits", "--epochs", "1", "--image-size", "16"]) == 0
+    capsys.readouterr()
+    assert main(["search", "report", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["objectives"] == 2
+    front = [r for r in report["leaderboard"] if r["pareto"]]
+    for r in report["leaderboard"]:  # nothing off the front beats a front member on both objectives
+        if not r["pareto"]:
+            assert any(f["val_accuracy"] >= r["val_accuracy"] and f["params"] <= r["params"] for f in front)
+    assert main(["search", "--space", "resnet-like", "--trials", "2", "--out", str(tmp_path / "x"),
+                 "--objectives", "accuracy,params", "--pruner", "hyperband"]) == 2
+    assert "Optuna cannot prune several objectives" in capsys.readouterr().err
+
+
+def test_hyperband_stops_unpromising_trials_early(tmp_path, capsys):
+    out = tmp_path / "hb"
+    assert main(["search", "--space", "resnet-like", "--trials", "6", "--out", str(out), "--pruner", "hyperband",
+                 "--data", "digits", "--epochs", "4", "--image-size", "16", "--strategy", "random"]) == 0
+    capsys.readouterr()
+    assert main(["search", "report", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["pruned"] and all(p["epochs"] < 4 for p in report["pruned"])
+    assert len(report["pruned"]) + len(report["leaderboard"]) == 6
+
+
+def test_two_workers_share_one_study(tmp_path, capsys):
+    out = tmp_path / "two"
+    assert main(["search", "--space", "resnet-like", "--trials", "4", "--out", str(out), "--workers", "2",
+                 "--data", "digits", "--epochs", "1", "--image-size", "16", "--strategy", "random"]) == 0
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{out / 'study.db'}")
+    states = [t.state for t in study.trials]
+    assert 4 <= len(states) <= 5 and all(s == optuna.trial.TrialState.COMPLETE for s in states)
+    assert len(list((out / "trials").iterdir())) == len(states)  # both processes wrote trials into one study

@@ -17,7 +17,8 @@ from ..report.summary import summarize
 from ..train import TrainConfig, train
 from .space import load_space, sample
 
-STRATEGIES = ("random", "tpe")
+STRATEGIES = ("random", "tpe", "nsga2")
+OBJECTIVES = ("accuracy", "params", "macs", "latency")
 HEARTBEAT_SECONDS = 10
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
@@ -27,10 +28,25 @@ def make_sampler(strategy: str, seed: int) -> optuna.samplers.BaseSampler:
         return optuna.samplers.RandomSampler(seed=seed)
     if strategy == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
+    if strategy == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
     raise CnnlabError(f"--strategy must be one of {', '.join(STRATEGIES)}, got '{strategy}'")
 
 
-def open_study(out: Path, study: str, storage: str | None, strategy: str = "tpe", seed: int = 0) -> optuna.Study:
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    """Multi-fidelity: every trial reports its validation accuracy after each epoch, and the pruner stops
+    the unpromising early (successive halving, or Hyperband's several brackets of it)."""
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    if name == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1)
+    raise CnnlabError(f"--pruner must be none, halving or hyperband, got '{name}'")
+
+
+def open_study(out: Path, study: str, storage: str | None, strategy: str = "tpe", seed: int = 0,
+               objectives: tuple[str, ...] = ("accuracy",), pruner: str = "none") -> optuna.Study:
     out.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     optuna.logging.set_verbosity(logging.WARNING)
@@ -42,20 +58,31 @@ def open_study(out: Path, study: str, storage: str | None, strategy: str = "tpe"
             rdb = optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS,
                                              grace_period=3 * HEARTBEAT_SECONDS,
                                              heartbeat_stale_trial_callback=retry)
+        directions = ["maximize" if o == "accuracy" else "minimize" for o in objectives]
         return optuna.create_study(study_name=study, storage=rdb, sampler=make_sampler(strategy, seed),
-                                   direction="maximize", load_if_exists=True)
+                                   directions=directions, pruner=make_pruner(pruner), load_if_exists=True)
     except Exception as exc:  # noqa: BLE001 - a bad URL, a missing driver, a server that does not answer
         raise CnnlabError(f"--storage {url}: cannot open the study ({str(exc).splitlines()[0]})") from None
 
 
 def run_search(space_name: str, data: str, trials: int, study: str, out: Path, storage: str | None = None,
                strategy: str = "tpe", epochs: int = 3, seed: int = 0, max_params: int | None = None,
-               max_macs: int | None = None, image_size: int | None = None, quiet: bool = True) -> optuna.Study:
+               max_macs: int | None = None, image_size: int | None = None, quiet: bool = True,
+               objectives: tuple[str, ...] = ("accuracy",), pruner: str = "none") -> optuna.Study:
+    if objectives[0] != "accuracy" or len(set(objectives)) != len(objectives) or \
+            any(o not in OBJECTIVES for o in objectives):
+        raise CnnlabError(f"--objectives: accuracy first, then any of params, macs, latency; got {','.join(objectives)}")
+    if len(objectives) > 1 and pruner != "none":
+        # Optuna cannot prune multi-objective studies. The fallback: every trial trains the short --epochs
+        # budget, and the Pareto front that `search report` lists is what to retrain fully.
+        raise CnnlabError("--pruner works for single-objective searches only (Optuna cannot prune several "
+                          "objectives); for a multi-objective search give a short --epochs and retrain the "
+                          "Pareto front of `cnnlab search report` with --model-config")
     space = load_space(space_name)
     out = Path(out)
     ds = load_dataset(data, image_size=image_size)  # its shape and classes, for the checks before training
     size = image_size or ds.default_image_size or ds.image_size[0]
-    s = open_study(out, study, storage, strategy, seed)
+    s = open_study(out, study, storage, strategy, seed, objectives, pruner)
 
     def objective(trial: optuna.Trial) -> float:
         arch, settings = sample(trial, space)
@@ -76,13 +103,31 @@ def run_search(space_name: str, data: str, trials: int, study: str, out: Path, s
         run_dir = out / "trials" / f"{trial.number:04d}"
         cfg = TrainConfig(model="cnn", model_kwargs={"arch": arch}, data=data, epochs=epochs, seed=seed,
                           image_size=image_size, out=str(run_dir), quiet=quiet, **settings)
-        summary = train(cfg)
-        for key in ("params", "macs", "train_seconds", "run_dir", "test_accuracy"):
+        trial.set_user_attr("run_dir", str(run_dir))
+
+        def report_epoch(record: dict) -> None:
+            if len(objectives) == 1 and "val_accuracy" in record:
+                trial.report(record["val_accuracy"], record["epoch"])
+                if trial.should_prune():
+                    trial.set_user_attr("pruned_after_epochs", record["epoch"])
+                    raise optuna.TrialPruned(f"pruned after {record['epoch']} epochs")
+
+        summary = train(cfg, on_epoch=report_epoch)
+        for key in ("params", "macs", "train_seconds", "test_accuracy"):
             trial.set_user_attr(key, summary[key])
-        return summary["best_val_accuracy"]
+        values = {"accuracy": summary["best_val_accuracy"], "params": summary["params"], "macs": summary["macs"],
+                  "latency": latency_ms(cfg, summary)}
+        trial.set_user_attr("latency_ms", values["latency"])
+        return tuple(values[o] for o in objectives) if len(objectives) > 1 else values["accuracy"]
 
     finished = len(s.get_trials(deepcopy=False, states=FINISHED))
     if finished < trials:  # a restarted search runs only what is missing
         done = optuna.study.MaxTrialsCallback(trials, states=FINISHED)
         s.optimize(objective, n_trials=trials - finished, callbacks=[done], catch=())
     return s
+
+
+def latency_ms(cfg: TrainConfig, summary: dict) -> float:
+    """Milliseconds per image at training throughput: measured, not modelled (a stand-in for inference
+    latency that costs nothing extra)."""
+    return 1000.0 / max(summary["images_per_second"], 1e-9)

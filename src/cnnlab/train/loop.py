@@ -34,9 +34,11 @@ from .tensors import channel_stats, normalize, to_device
 
 
 def train(cfg: TrainConfig, resume: bool = False,
-          on_step: Callable[[nn.Module, int], None] | None = None) -> dict:
+          on_step: Callable[[nn.Module, int], None] | None = None,
+          on_epoch: Callable[[dict], None] | None = None) -> dict:
     """Train as `cfg` says; returns the summary (also written to `<out>/summary.json`). Under torchrun,
-    every rank calls this; rank 0 alone writes. `on_step(model, step)` runs after every optimiser step."""
+    every rank calls this; rank 0 alone writes. `on_step(model, step)` runs after every optimiser step,
+    `on_epoch(record)` after every epoch with its metrics line (an exception from either ends training)."""
     cfg.validate()
     wall_start = time.perf_counter()
     ranks = distributed.start(cfg.device)
@@ -278,6 +280,8 @@ def train(cfg: TrainConfig, resume: bool = False,
             else:
                 st["bad_epochs"] += 1
         _write(log, record)
+        if on_epoch is not None:
+            on_epoch(record)
         bar.update(st["global_step"] * batch - bar.n)
         st.update(epoch=epoch + 1, step_in_epoch=0)
         st["loss_sum"].zero_()
