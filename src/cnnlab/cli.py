@@ -344,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", default="search", help="study name (workers sharing a storage join it)")
     p.add_argument("--out", required=True, type=Path, help="folder for study.db, trials/ and the report")
     p.add_argument("--storage", help="database URL (default: sqlite in --out; postgresql://... for many machines)")
-    p.add_argument("--strategy", default="tpe", help="random, tpe or nsga2 (multi-objective)")
+    p.add_argument("--strategy", default="tpe", help="random, tpe, evolution (regularized) or nsga2 (multi-objective)")
     p.add_argument("--objectives", default="accuracy", help="accuracy, or accuracy,params (or macs, latency): "
                    "a multi-objective search returning the Pareto front")
     p.add_argument("--pruner", default="none", help="none, halving or hyperband (single-objective only)")

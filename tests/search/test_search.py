@@ -123,3 +123,22 @@ def test_two_workers_share_one_study(tmp_path, capsys):
     states = [t.state for t in study.trials]
     assert 4 <= len(states) <= 5 and all(s == optuna.trial.TrialState.COMPLETE for s in states)
     assert len(list((out / "trials").iterdir())) == len(states)  # both processes wrote trials into one study
+
+
+def test_regularized_evolution_mutates_one_choice_of_a_good_recent_parent():
+    from cnnlab.search.evolution import RegularizedEvolutionSampler
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize",
+                                sampler=RegularizedEvolutionSampler(population=4, sample_size=2, seed=0))
+    study.optimize(lambda t: t.suggest_int("a", 0, 10) + t.suggest_float("c", 0, 1) +
+                   (t.suggest_categorical("b", ["x", "y", "z"]) == "z"), n_trials=24)
+    children = [t for t in study.trials if "evolution" in t.system_attrs]
+    assert len(children) == 20  # the first 4 are random
+    for child in children:
+        plan = child.system_attrs["evolution"]
+        parent = study.trials[plan["parent"]]
+        assert child.number - 4 <= plan["parent"] < child.number  # one of the newest 4 (aging)
+        assert {k for k in child.params if child.params[k] != parent.params[k]} <= {plan["mutated"]}
+    random_best = max(t.value for t in study.trials[:4])
+    assert study.best_value > random_best  # evolution improved on the random start

@@ -15,9 +15,10 @@ from ..errors import CnnlabError
 from ..models import create_model
 from ..report.summary import summarize
 from ..train import TrainConfig, train
+from .evolution import RegularizedEvolutionSampler
 from .space import load_space, sample
 
-STRATEGIES = ("random", "tpe", "nsga2")
+STRATEGIES = ("random", "tpe", "evolution", "nsga2")
 OBJECTIVES = ("accuracy", "params", "macs", "latency")
 HEARTBEAT_SECONDS = 10
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -28,6 +29,8 @@ def make_sampler(strategy: str, seed: int) -> optuna.samplers.BaseSampler:
         return optuna.samplers.RandomSampler(seed=seed)
     if strategy == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
+    if strategy == "evolution":
+        return RegularizedEvolutionSampler(seed=seed)
     if strategy == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     raise CnnlabError(f"--strategy must be one of {', '.join(STRATEGIES)}, got '{strategy}'")
