@@ -5,6 +5,7 @@ the study, so a restarted search continues where it stopped and never trains a f
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from .space import load_space, sample
 
 STRATEGIES = ("random", "tpe", "evolution", "nsga2")
 OBJECTIVES = ("accuracy", "params", "macs", "latency")
-HEARTBEAT_SECONDS = 10
+HEARTBEAT_SECONDS = int(os.environ.get("CNNLAB_SEARCH_HEARTBEAT", "10"))  # a dead worker's trial is retried
+# after 3 missed heartbeats
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
