@@ -87,13 +87,17 @@ def test_search_errors_are_one_line(tmp_path, capsys):
     assert "--model-config" in capsys.readouterr().err
 
 
-def test_multi_objective_search_returns_a_pareto_front_and_refuses_a_pruner(tmp_path, capsys):
-    out = tmp_path / "mo"
-    assert main(["search", "--space", "resnet-like", "--trials", "4", "--out", str(out), "--strategy", "nsga2",
-                 "--objectives", "accuracy,params", "--data", "digits", "--epochs", "1", "--image-size", "16"]) == 0
+def _search_then_report(out, capsys, *options) -> dict:
+    assert main(["search", "--space", "resnet-like", "--out", str(out), "--data", "digits", "--image-size", "16",
+                 *options]) == 0
     capsys.readouterr()
     assert main(["search", "report", str(out), "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
+    return json.loads(capsys.readouterr().out)
+
+
+def test_multi_objective_search_returns_a_pareto_front_and_refuses_a_pruner(tmp_path, capsys):
+    report = _search_then_report(tmp_path / "mo", capsys, "--trials", "4", "--strategy", "nsga2",
+                                 "--objectives", "accuracy,params", "--epochs", "1")
     assert report["objectives"] == 2
     front = [r for r in report["leaderboard"] if r["pareto"]]
     for r in report["leaderboard"]:  # nothing off the front beats a front member on both objectives
@@ -105,12 +109,8 @@ def test_multi_objective_search_returns_a_pareto_front_and_refuses_a_pruner(tmp_
 
 
 def test_hyperband_stops_unpromising_trials_early(tmp_path, capsys):
-    out = tmp_path / "hb"
-    assert main(["search", "--space", "resnet-like", "--trials", "6", "--out", str(out), "--pruner", "hyperband",
-                 "--data", "digits", "--epochs", "4", "--image-size", "16", "--strategy", "random"]) == 0
-    capsys.readouterr()
-    assert main(["search", "report", str(out), "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
+    report = _search_then_report(tmp_path / "hb", capsys, "--trials", "6", "--pruner", "hyperband", "--epochs", "4",
+                                 "--strategy", "random")
     assert report["pruned"] and all(p["epochs"] < 4 for p in report["pruned"])
     assert len(report["pruned"]) + len(report["leaderboard"]) == 6
 
