@@ -142,3 +142,14 @@ def test_regularized_evolution_mutates_one_choice_of_a_good_recent_parent():
         assert {k for k in child.params if child.params[k] != parent.params[k]} <= {plan["mutated"]}
     random_best = max(t.value for t in study.trials[:4])
     assert study.best_value > random_best  # evolution improved on the random start
+
+
+def test_a_diverging_trial_fails_with_its_diagnosis_and_the_search_goes_on(tmp_path, capsys):
+    space = tmp_path / "hot.yaml"  # no batch norm and a learning rate far too high: NaN within an epoch
+    space.write_text("stages: 2\nwidth: [16]\nbn: false\nskip: false\nlr: 30.0\n")
+    assert main(["search", "--space", str(space), "--trials", "2", "--out", str(tmp_path / "s"), "--data", "digits",
+                 "--image-size", "16", "--epochs", "2"]) == 0
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{tmp_path / 's' / 'study.db'}")
+    failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert failed and "training stopped at step" in failed[0].user_attrs["stopped"]
+    assert "diverged: training stopped" in capsys.readouterr().out

@@ -32,7 +32,7 @@ def load_results(out: Path, study: str | None = None, storage: str | None = None
     if study is None and len(names) > 1:
         raise CnnlabError(f"{url} holds several studies ({', '.join(names)}); choose one with --study")
     s = optuna.load_study(study_name=study or names[0], storage=url)
-    rows, rejected, pruned = [], [], []
+    rows, rejected, pruned, failed = [], [], [], []
     for t in s.trials:
         if t.state == optuna.trial.TrialState.COMPLETE:
             rows.append({"trial": t.number, "architecture": describe(t.user_attrs["arch"]), "arch": t.user_attrs["arch"],
@@ -41,6 +41,8 @@ def load_results(out: Path, study: str | None = None, storage: str | None = None
                          "train_seconds": t.user_attrs["train_seconds"], "run_dir": t.user_attrs["run_dir"]})
         elif "rejected" in t.user_attrs:
             rejected.append({"trial": t.number, "reason": t.user_attrs["rejected"]})
+        elif "stopped" in t.user_attrs:
+            failed.append({"trial": t.number, "reason": "diverged: " + t.user_attrs["stopped"]})
         elif "pruned_after_epochs" in t.user_attrs:
             pruned.append({"trial": t.number, "architecture": describe(t.user_attrs["arch"]),
                            "epochs": t.user_attrs["pruned_after_epochs"]})
@@ -49,7 +51,7 @@ def load_results(out: Path, study: str | None = None, storage: str | None = None
         r["pareto"] = not any(o["val_accuracy"] >= r["val_accuracy"] and o["params"] < r["params"] or
                               o["val_accuracy"] > r["val_accuracy"] and o["params"] <= r["params"] for o in rows)
     return {"study": s.study_name, "objectives": len(s.directions), "trials": len(s.trials), "leaderboard": rows,
-            "rejected": rejected, "pruned": pruned}
+            "rejected": rejected, "pruned": pruned, "failed": failed}
 
 
 def write_outputs(results: dict, out: Path) -> dict:
@@ -87,13 +89,15 @@ def _plot(rows: list[dict], path: Path) -> str:
 
 def format_results(results: dict, files: dict) -> str:
     lines = [f"study {results['study']}: {results['trials']} trials, {len(results['leaderboard'])} trained, "
-             f"{len(results['pruned'])} stopped early by the pruner, {len(results['rejected'])} rejected before training"]
+             f"{len(results['pruned'])} stopped early by the pruner, {len(results['failed'])} diverged, "
+             f"{len(results['rejected'])} rejected before training"]
     lines.append(f"{'#':>4} {'val acc':>8} {'params':>10} {'MACs':>12} {'time':>7}  architecture")
     for r in results["leaderboard"]:
         lines.append(f"{r['trial']:>4} {r['val_accuracy']:8.4f} {r['params']:10,} {r['macs']:12,} "
                      f"{r['train_seconds']:6.1f}s  {r['architecture']}{'  *' if r['pareto'] else ''}")
     lines.extend(f"pruned #{r['trial']} after {r['epochs']} epochs: {r['architecture']}" for r in results["pruned"])
     lines.extend(f"rejected #{r['trial']}: {r['reason']}" for r in results["rejected"])
+    lines.extend(f"failed #{r['trial']}: {r['reason']}" for r in results["failed"])
     lines.append("*: on the Pareto front of accuracy against parameters")
     lines.extend(f"{k.replace('_', ' ')}: {v}" for k, v in files.items())
     return "\n".join(lines)

@@ -12,7 +12,7 @@ from pathlib import Path
 import optuna
 
 from ..data import load_dataset
-from ..errors import CnnlabError
+from ..errors import CnnlabError, TrainingStopped
 from ..models import create_model
 from ..report.summary import summarize
 from ..train import TrainConfig, train
@@ -117,7 +117,11 @@ def run_search(space_name: str, data: str, trials: int, study: str, out: Path, s
                     trial.set_user_attr("pruned_after_epochs", record["epoch"])
                     raise optuna.TrialPruned(f"pruned after {record['epoch']} epochs")
 
-        summary = train(cfg, on_epoch=report_epoch)
+        try:
+            summary = train(cfg, on_epoch=report_epoch)
+        except TrainingStopped as exc:  # diverged (NaN): the trial fails with the diagnosis, the search goes on
+            trial.set_user_attr("stopped", str(exc))
+            raise
         for key in ("params", "macs", "train_seconds", "test_accuracy"):
             trial.set_user_attr(key, summary[key])
         values = {"accuracy": summary["best_val_accuracy"], "params": summary["params"], "macs": summary["macs"],
@@ -128,7 +132,7 @@ def run_search(space_name: str, data: str, trials: int, study: str, out: Path, s
     finished = len(s.get_trials(deepcopy=False, states=FINISHED))
     if finished < trials:  # a restarted search runs only what is missing
         done = optuna.study.MaxTrialsCallback(trials, states=FINISHED)
-        s.optimize(objective, n_trials=trials - finished, callbacks=[done], catch=())
+        s.optimize(objective, n_trials=trials - finished, callbacks=[done], catch=(TrainingStopped,))
     return s
 
 
