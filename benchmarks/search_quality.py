@@ -24,7 +24,7 @@ import optuna
 from cnnlab.models import create_model
 from cnnlab.report.summary import summarize
 from cnnlab.search.report import describe
-from cnnlab.search.run import run_search
+from cnnlab.search.run import open_study, run_search
 from cnnlab.search.space import load_space, sample
 from cnnlab.train import TrainConfig, train
 
@@ -58,6 +58,7 @@ def trials_per_hour(tmp: Path, cores: list[int], trials: int) -> float:
     cmd = [sys.executable, "-m", "cnnlab", "search", "--space", "resnet-like", "--data", "digits", "--image-size",
            str(SIZE), "--epochs", "1", "--strategy", "random", "--study", "w", "--storage", url,
            "--trials", str(trials * len(cores)), "--out", str(tmp / f"w{len(cores)}")]
+    open_study(tmp / f"w{len(cores)}", "w", url, "random")  # storage and study exist before the workers race
     start = time.perf_counter()
     procs = [subprocess.Popen(["taskset", "-c", str(c), *cmd], stdout=subprocess.DEVNULL) for c in cores]
     for p in procs:

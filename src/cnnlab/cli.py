@@ -246,8 +246,12 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise CnnlabError(f"--workers must be at least 1, got {args.workers}")
     objectives = tuple(o.strip() for o in args.objectives.split(","))
     helpers = []
-    if args.workers > 1:  # more processes joining the same study through its storage
+    if args.workers > 1:  # more processes joining the same study through its storage, created here first
         import subprocess
+
+        from .search.run import open_study
+
+        open_study(args.out, args.study, args.storage, args.strategy, args.seed, objectives, args.pruner)
 
         argv = list(args.argv)
         k = argv.index("--workers")
