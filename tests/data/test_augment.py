@@ -149,3 +149,11 @@ def test_randaugment_and_trivialaugment_draw_an_operation_per_image():
     assert torch.equal(out, again)
     two = auto_augment(x, torch.Generator().manual_seed(0), "rand", num_ops=2, magnitude=0.5)
     assert ((two - x).abs().flatten(1).amax(1) < 1e-3).float().mean() < unchanged
+
+
+def test_normalize_leaves_a_float_batch_untouched():
+    from cnnlab.train.tensors import normalize
+
+    x = torch.full((2, 3, 4, 4), 255.0)
+    out = normalize(x, torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1))
+    assert x.max() == 255.0 and out.max() == 1.0  # augmented (float) batches may be reused by the caller

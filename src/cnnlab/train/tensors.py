@@ -30,5 +30,8 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
 
 
 def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 batch -> float batch with zero mean and unit variance per channel."""
-    return (x.float().div_(255.0) - mean) / std
+    """Batch in [0, 255] (uint8, or float after augmentation) -> zero mean and unit variance per channel.
+    A float input is left as it was: only the fresh copy `float()` makes of a uint8 batch is divided in place."""
+    y = x.float()
+    y = y.div_(255.0) if y is not x else y / 255.0
+    return (y - mean) / std
