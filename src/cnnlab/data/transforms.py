@@ -66,9 +66,17 @@ def random_affine_theta(n: int, gen: torch.Generator | None, scale: tuple[float,
     h = torch.sqrt(area / log_ratio.exp()).clamp(max=1.0)
     cx = _uniform(n, -1, 1, gen) * (1 - w)
     cy = _uniform(n, -1, 1, gen) * (1 - h)
-    angle = _uniform(n, -degrees, degrees, gen) * math.pi / 180
-    cos, sin = angle.cos(), angle.sin()
-    return torch.stack([torch.stack([w * cos, -h * sin, cx], 1), torch.stack([w * sin, h * cos, cy], 1)], 1)
+    theta = rotation_theta(_uniform(n, -degrees, degrees, gen) * math.pi / 180)
+    theta[:, :, 0] *= w.view(n, 1)  # scale the crop's axes, then rotate: R @ diag(w, h)
+    theta[:, :, 1] *= h.view(n, 1)
+    theta[:, :, 2] = torch.stack([cx, cy], 1)
+    return theta
+
+
+def rotation_theta(angles: torch.Tensor) -> torch.Tensor:
+    """(N,) angles in radians -> (N, 2, 3) matrices for `affine` rotating each image about its centre."""
+    cos, sin, zero = angles.cos(), angles.sin(), torch.zeros_like(angles)
+    return torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:

@@ -10,10 +10,10 @@ from typing import Callable
 
 import torch
 
-from ..data.transforms import affine
+from ..data.transforms import affine, rotation_theta
 from ..errors import CnnlabError
 from ..inference import load_run, load_test_split, stats
-from ..train.tensors import normalize
+from ..train.evaluate import predict_logits
 
 KNOWN = "rotD (degrees, e.g. rot90, rot15), hflip, vflip, translateN (pixels, e.g. translate2)"
 
@@ -28,9 +28,8 @@ def parse_transform(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
         degrees = float(m.group(1))
         if degrees % 90 == 0:  # exact: a permutation of pixels, no resampling
             return lambda x: torch.rot90(x, int(degrees // 90) % 4, dims=(2, 3))
-        a = math.radians(degrees)
-        theta = torch.tensor([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0]])
-        return lambda x: affine(x, theta.expand(len(x), 2, 3))
+        angle = torch.tensor(math.radians(degrees))
+        return lambda x: affine(x, rotation_theta(angle.expand(len(x))))
     if m := re.fullmatch(r"translate(\d+)", name):
         k = int(m.group(1))
         return lambda x: torch.nn.functional.pad(x.float(), (k, 0, k, 0))[:, :, :x.shape[2], :x.shape[3]]
@@ -44,11 +43,9 @@ def measure_invariance(run_dir: Path, data: str, transforms: list[str], weights:
     model, spec = load_run(run_dir, weights)
     _, x, _ = load_test_split(spec, data, holdout)
     mean, std = stats(spec)
-    model = model.float().eval()
 
     def logits(images: torch.Tensor) -> torch.Tensor:
-        return torch.cat([model(normalize(images[i:i + batch_size].float(), mean, std))
-                          for i in range(0, len(images), batch_size)])
+        return predict_logits(model, images, mean, std, "fp32", batch_size)
 
     base = logits(x)
     out = {}

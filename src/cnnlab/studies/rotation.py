@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
-from ..data.transforms import affine
+from ..data.transforms import affine, rotation_theta
 from ..inference import load_run, load_test_split, stats
 from ..train import TrainConfig, train
-from ..train.tensors import normalize
+from ..train.evaluate import predict_logits
 
 CONTENDERS = {  # label -> (model, augmentation)
     "plain CNN (z2cnn)": ("z2cnn", ""),
@@ -28,20 +28,13 @@ ANGLES = (0, 90, 180, 270)
 def rotated_test_sets(x: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
     sets = {f"{a}": torch.rot90(x, a // 90, dims=(2, 3)) for a in ANGLES}
     angles = torch.rand(len(x), generator=torch.Generator().manual_seed(seed)) * 2 * math.pi
-    theta = torch.stack([torch.stack([angles.cos(), -angles.sin(), torch.zeros_like(angles)], 1),
-                         torch.stack([angles.sin(), angles.cos(), torch.zeros_like(angles)], 1)], 1)
-    sets["random"] = affine(x, theta)  # each image its own angle; corners filled with black, like the digits
+    sets["random"] = affine(x, rotation_theta(angles))  # each its own angle; black corners, like the digits
     return sets
 
 
-@torch.no_grad()
-def accuracy(run_dir: Path, images: torch.Tensor, labels: torch.Tensor) -> float:
-    model, spec = load_run(run_dir)
+def accuracy(model: torch.nn.Module, spec: dict, images: torch.Tensor, labels: torch.Tensor) -> float:
     mean, std = stats(spec)
-    model = model.float().eval()
-    pred = torch.cat([model(normalize(images[i:i + 512].float(), mean, std)).argmax(1)
-                      for i in range(0, len(images), 512)])
-    return float((pred == labels).float().mean())
+    return float((predict_logits(model, images, mean, std, "fp32").argmax(1) == labels).float().mean())
 
 
 def run(out: Path, epochs: int = 15, seed: int = 0, quiet: bool = True) -> dict:
@@ -52,12 +45,12 @@ def run(out: Path, epochs: int = 15, seed: int = 0, quiet: bool = True) -> dict:
         run_dir = out / f"{model}{'-' + augment.replace('=', '') if augment else ''}"
         summary = train(TrainConfig(model=model, data="digits", augment=augment, epochs=epochs, seed=seed,
                                     out=str(run_dir), quiet=quiet))
-        _, spec = load_run(run_dir)
+        net, spec = load_run(run_dir)
         _, x, y = load_test_split(spec, "digits")
         sets = rotated_test_sets(x, seed)
         results[label] = {"model": model, "augment": augment, "params": summary["params"],
                           "train_seconds": summary["train_seconds"],
-                          "accuracy": {name: accuracy(run_dir, images, y) for name, images in sets.items()}}
+                          "accuracy": {name: accuracy(net, spec, images, y) for name, images in sets.items()}}
     (out / "results.json").write_text(json.dumps(results, indent=1))
     (out / "table.md").write_text(table(results) + "\n")
     plot(results, out / "accuracy.png")
