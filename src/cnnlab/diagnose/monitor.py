@@ -131,24 +131,20 @@ class GradientMonitor:
         if self._sample is None:
             return
         params = list(self.model.parameters())
-        kept = [p.grad for p in params]
-        buffers, rng = [b.clone() for b in self.model.buffers()], torch.get_rng_state()
+        kept = {id(p): p.grad for p in params}
+        rng = torch.get_rng_state()
         for p in params:
             p.grad = None
-        with torch.autocast(params[0].device.type, enabled=False):
+        with self._buffers_kept(), torch.autocast(params[0].device.type, enabled=False):
             rerun().backward()
         lost, total = [], []
         for p in self.params:
-            low = kept[next(i for i, q in enumerate(params) if q is p)]
             ref = p.grad if p.grad is not None else torch.zeros_like(p)
-            low = low if low is not None else torch.zeros_like(p)
+            low = kept[id(p)] if kept[id(p)] is not None else torch.zeros_like(p)
             lost.append(((low == 0) & (ref != 0)).sum().float())
             total.append(torch.tensor(float(p.numel())))
-        with torch.no_grad():
-            for p, g in zip(params, kept):
-                p.grad = g
-            for b, saved in zip(self.model.buffers(), buffers):
-                b.copy_(saved)
+        for p in params:
+            p.grad = kept[id(p)]
         torch.set_rng_state(rng)
         fraction = self._per_layer(lost) / self._per_layer(total)
         self._sample["underflow_fraction"] = dict(zip(self.names, fraction.tolist()))
@@ -213,22 +209,29 @@ class GradientMonitor:
             return fn
 
         handles = [m.register_forward_hook(hook(n)) for n, m in self.model.named_modules() if n]
-        buffers = [b.clone() for b in self.model.buffers()]  # the re-run must not move BN running statistics
         try:
-            with torch.no_grad():
+            with self._buffers_kept(), torch.no_grad():
                 run_forward()
         finally:
             for h in handles:
                 h.remove()
-            with torch.no_grad():
-                for b, saved in zip(self.model.buffers(), buffers):
-                    b.copy_(saved)
         if first and self.precision == "fp16" and self.diagnoses and self.diagnoses[-1].kind == "nonfinite":
             self._add(Diagnosis("overflow", self.diagnoses[-1].step, first[:1],
                                 f"the output of {first[0]} exceeds fp16's largest value, 65504"))
         return first[0] if first else None
 
     # -- helpers ----------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _buffers_kept(self) -> Iterator[None]:
+        """A diagnostic re-run of the model must not move its BN running statistics: restore them after."""
+        saved = [b.clone() for b in self.model.buffers()]
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for b, old in zip(self.model.buffers(), saved):
+                    b.copy_(old)
+
     @property
     def names(self) -> list[str]:
         return [n for n, _ in self.layers]
