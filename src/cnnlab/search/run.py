@@ -125,7 +125,7 @@ def run_search(space_name: str, data: str, trials: int, study: str, out: Path, s
         for key in ("params", "macs", "train_seconds", "test_accuracy"):
             trial.set_user_attr(key, summary[key])
         values = {"accuracy": summary["best_val_accuracy"], "params": summary["params"], "macs": summary["macs"],
-                  "latency": latency_ms(cfg, summary)}
+                  "latency": latency_ms(summary)}
         trial.set_user_attr("latency_ms", values["latency"])
         return tuple(values[o] for o in objectives) if len(objectives) > 1 else values["accuracy"]
 
@@ -136,7 +136,7 @@ def run_search(space_name: str, data: str, trials: int, study: str, out: Path, s
     return s
 
 
-def latency_ms(cfg: TrainConfig, summary: dict) -> float:
+def latency_ms(summary: dict) -> float:
     """Milliseconds per image at training throughput: measured, not modelled (a stand-in for inference
     latency that costs nothing extra)."""
     return 1000.0 / max(summary["images_per_second"], 1e-9)
