@@ -2,6 +2,7 @@
 atomic checkpoints, exact resume. Read `train` top to bottom; the helpers below it are small."""
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -302,6 +303,8 @@ def train(cfg: TrainConfig, resume: bool = False,
         test = evaluate(x_test, y_test)
     else:  # ... without a val split, the last ones, which the last evaluation has just measured
         test = val if val is not None else evaluate(x_test, y_test)
+    del net  # DDP's reducer must go before its process group, or gloo can abort the process at exit
+    gc.collect()
     distributed.stop(ranks)
     summary = {
         "model": cfg.model, "model_kwargs": cfg.model_kwargs, "recipe": cfg.recipe, "dataset": ds.name,
