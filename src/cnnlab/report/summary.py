@@ -180,3 +180,32 @@ def _si(n: int) -> str:
         return "0"
     exp = min(4, int(math.log10(n) // 3))
     return f"{n / 10 ** (3 * exp):.3f}{['', 'K', 'M', 'G', 'T'][exp]}"
+
+
+def measure_latency_ms(model: nn.Module, input_shape: tuple[int, int, int], device: str = "auto",
+                       precision: str = "auto", batch: int = 1, budget_s: float = 0.3) -> float:
+    """Measured inference latency: the median wall time of one forward pass of `batch` random images, in
+    milliseconds, in eval mode with the precision and memory layout training would use on this device.
+    Runs repeat for about `budget_s` after two warm-up passes (the first call pays for kernel selection)."""
+    import copy
+    import statistics
+    import time
+
+    from ..train.device import autocast, resolve_device, resolve_precision, to_channels_last  # train imports us
+
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    net = to_channels_last(copy.deepcopy(model).to(dev).eval())
+    x = torch.randn(batch, *input_shape, device=dev).contiguous(memory_format=torch.channels_last)
+    times: list[float] = []
+    with torch.no_grad(), autocast(dev, prec):
+        for i in range(1000):
+            start = time.perf_counter()
+            net(x)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            if i >= 2:
+                times.append(time.perf_counter() - start)
+                if sum(times) > budget_s and len(times) >= 5:
+                    break
+    return 1000.0 * statistics.median(times)
