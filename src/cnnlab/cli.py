@@ -251,7 +251,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
         from .search.run import open_study
 
-        open_study(args.out, args.study, args.storage, args.strategy, args.seed, objectives, args.pruner)
+        open_study(args.out, args.study, args.storage, args.strategy, args.seed, objectives, args.pruner, args.trials)
 
         argv = list(args.argv)
         k = argv.index("--workers")
@@ -262,7 +262,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         run_search(args.space, args.data, args.trials, args.study, args.out, storage=args.storage,
                    strategy=args.strategy, epochs=args.epochs, seed=args.seed, max_params=args.max_params,
                    max_macs=args.max_macs, image_size=args.image_size, quiet=True, objectives=objectives,
-                   pruner=args.pruner)
+                   pruner=args.pruner, max_latency=args.max_latency)
     finally:
         for h in helpers:
             h.wait()
@@ -344,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="architecture search (`cnnlab search report DIR` shows the results)")
     p.add_argument("--space", required=True, help="a ready space (vgg-like, resnet-like, mixed) or a YAML file")
     p.add_argument("--data", default="digits", help=HELP["data"])
-    p.add_argument("--trials", type=int, required=True, help="trials the study should hold when done")
+    p.add_argument("--trials", type=int, required=True, help="architectures to train in all (those rejected before training do not count)")
     p.add_argument("--study", default="search", help="study name (workers sharing a storage join it)")
     p.add_argument("--out", required=True, type=Path, help="folder for study.db, trials/ and the report")
     p.add_argument("--storage", help="database URL (default: sqlite in --out; postgresql://... for many machines)")
@@ -356,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=3, help="training epochs per trial")
     p.add_argument("--max-params", type=int, help="reject larger architectures before training")
     p.add_argument("--max-macs", type=int, help="reject architectures with more multiply-adds")
+    p.add_argument("--max-latency", type=float, help="reject architectures slower than this many ms per image "
+                   "(batch 1, measured here before training)")
     p.add_argument("--image-size", type=int, default=None, help=HELP["image_size"])
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_search)

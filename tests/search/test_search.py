@@ -47,7 +47,7 @@ def test_search_trains_rejects_restarts_without_retraining_and_exports_a_trainab
     assert main(["search", "--space", "mixed", "--trials", "4", "--out", str(out), "--max-params", "1000000",
                  *SMALL]) == 0
     printed = capsys.readouterr().out
-    assert "study search: 4 trials" in printed
+    assert "4 trained" in printed and "rejected before training" in printed  # rejections are not in the 4
     result_dirs = sorted((out / "trials").iterdir())
     stamps = [(d / "summary.json").stat().st_mtime for d in result_dirs]
     assert main(["search", "--space", "mixed", "--trials", "4", "--out", str(out), "--max-params", "1000000",
@@ -56,7 +56,7 @@ def test_search_trains_rejects_restarts_without_retraining_and_exports_a_trainab
     capsys.readouterr()
     assert main(["search", "report", str(out), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["trials"] == 4 and len(report["leaderboard"]) + len(report["rejected"]) == 4
+    assert len(report["leaderboard"]) == 4 and report["trials"] == 4 + len(report["rejected"])
     assert all(r["params"] <= 1000000 for r in report["leaderboard"]) and report["rejected"]
     assert all("more than --max-params" in r["reason"] for r in report["rejected"])
     accs = [r["val_accuracy"] for r in report["leaderboard"]]
@@ -74,9 +74,13 @@ def test_architectures_impossible_for_the_input_are_rejected_with_the_reason(tmp
     space = tmp_path / "deep.yaml"
     space.write_text("stages: 4\nwidth: [8]\n")
     assert main(["search", "--space", str(space), "--trials", "1", "--out", str(tmp_path / "s"), "--data", "digits",
-                 "--image-size", "4", "--epochs", "1"]) == 0
-    assert "rejected #0: 3 downsamplings need inputs of at least 8x8, the data is 4x4" in capsys.readouterr().out
+                 "--image-size", "4", "--epochs", "1"]) == 2  # nothing in this space can be trained: one line
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "100 architectures in a row were rejected" in err
+    assert "3 downsamplings need inputs of at least 8x8, the data is 4x4" in err
     assert not (tmp_path / "s" / "trials").exists()
+    assert main(["search", "report", str(tmp_path / "s")]) == 0
+    assert "rejected #0: 3 downsamplings need inputs of at least 8x8" in capsys.readouterr().out
 
 
 def test_search_errors_are_one_line(tmp_path, capsys):
@@ -153,3 +157,46 @@ def test_a_diverging_trial_fails_with_its_diagnosis_and_the_search_goes_on(tmp_p
     failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
     assert failed and "training stopped at step" in failed[0].user_attrs["stopped"]
     assert "diverged: training stopped" in capsys.readouterr().out
+
+
+def test_latency_is_measured_before_training_and_bounds_the_search(tmp_path, capsys):
+    from cnnlab.report.summary import measure_latency_ms
+
+    space = tmp_path / "wide.yaml"
+    space.write_text("stages: 2\nblocks: 2\nwidth: [4, 256]\nkernel: 3\n")
+    arch = lambda w: {"stages": [{"blocks": 2, "width": w, "kernel": 3}] * 2}  # noqa: E731
+    fast, slow = (measure_latency_ms(create_model("cnn", num_classes=10, in_channels=1, arch=arch(w)), (1, 16, 16))
+                  for w in (4, 256))
+    assert slow > 5 * fast  # 4,000 times the multiply-adds
+    limit = (fast * slow) ** 0.5
+    report = _search_then_report(tmp_path / "lat", capsys, "--space", str(space), "--trials", "3", "--epochs", "1",
+                                 "--strategy", "nsga2", "--objectives", "accuracy,latency", "--max-latency",
+                                 f"{limit:.4f}")
+    assert report["pareto_against"] == "latency_ms" and len(report["leaderboard"]) == 3
+    assert all(r["latency_ms"] <= limit for r in report["leaderboard"])
+    assert report["rejected"] and all("more than --max-latency" in r["reason"] for r in report["rejected"])
+    assert all(r["arch"]["stages"] != arch(256)["stages"] for r in report["leaderboard"])
+
+
+def test_tpe_models_only_after_enough_architectures_were_trained():
+    from cnnlab.search.run import make_sampler
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = make_sampler("tpe", seed=0, budget=16)  # 4 random start-up trials for a budget of 16
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+
+    def objective(t):
+        x = t.suggest_float("x", 0, 1)
+        if x > 0.3:  # most of the space is rejected before training
+            t.set_user_attr("rejected", "too big")
+            raise optuna.TrialPruned()
+        return x
+
+    warm = []
+    for _ in range(40):
+        warm.append(sampler._warming_up(study))
+        study.optimize(objective, n_trials=1)
+    trained = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    # random until 4 trials were trained, however many were rejected meanwhile; then TPE
+    assert len(study.trials) - len(trained) > 10  # many rejected
+    assert warm.index(False) == trained[3].number + 1

@@ -12,6 +12,9 @@ from ..errors import CnnlabError
 from ..train.checkpoint import atomic_write_text
 
 
+PARETO_COST = {"params": "params", "macs": "macs", "latency": "latency_ms"}  # objective -> leaderboard column
+
+
 def describe(arch: dict) -> str:
     stages = "-".join(f"{s['blocks']}x{s['width']}k{s['kernel']}" for s in arch["stages"])
     head = arch["head"]["type"] + ("[" + ",".join(map(str, arch["head"].get("widths", []))) + "]"
@@ -38,6 +41,7 @@ def load_results(out: Path, study: str | None = None, storage: str | None = None
             rows.append({"trial": t.number, "architecture": describe(t.user_attrs["arch"]), "arch": t.user_attrs["arch"],
                          "settings": {k: v for k, v in t.params.items() if k in ("lr", "weight_decay", "batch_size")},
                          "val_accuracy": t.values[0], "params": t.user_attrs["params"], "macs": t.user_attrs["macs"],
+                         "latency_ms": t.user_attrs.get("latency_ms"),
                          "train_seconds": t.user_attrs["train_seconds"], "run_dir": t.user_attrs["run_dir"]})
         elif "rejected" in t.user_attrs:
             rejected.append({"trial": t.number, "reason": t.user_attrs["rejected"]})
@@ -47,11 +51,13 @@ def load_results(out: Path, study: str | None = None, storage: str | None = None
             pruned.append({"trial": t.number, "architecture": describe(t.user_attrs["arch"]),
                            "epochs": t.user_attrs["pruned_after_epochs"]})
     rows.sort(key=lambda r: -r["val_accuracy"])
-    for r in rows:  # Pareto front of (accuracy up, parameters down)
-        r["pareto"] = not any(o["val_accuracy"] >= r["val_accuracy"] and o["params"] < r["params"] or
-                              o["val_accuracy"] > r["val_accuracy"] and o["params"] <= r["params"] for o in rows)
-    return {"study": s.study_name, "objectives": len(s.directions), "trials": len(s.trials), "leaderboard": rows,
-            "rejected": rejected, "pruned": pruned, "failed": failed}
+    objectives = s.user_attrs.get("objectives", ["accuracy"])
+    cost = PARETO_COST[objectives[1] if len(objectives) > 1 else "params"]
+    for r in rows:  # Pareto front of (accuracy up, cost down): the second objective, else parameters
+        r["pareto"] = not any(o["val_accuracy"] >= r["val_accuracy"] and o[cost] < r[cost] or
+                              o["val_accuracy"] > r["val_accuracy"] and o[cost] <= r[cost] for o in rows)
+    return {"study": s.study_name, "objectives": len(s.directions), "pareto_against": cost, "trials": len(s.trials),
+            "leaderboard": rows, "rejected": rejected, "pruned": pruned, "failed": failed}
 
 
 def write_outputs(results: dict, out: Path) -> dict:
@@ -63,22 +69,22 @@ def write_outputs(results: dict, out: Path) -> dict:
         config = {"model": "cnn", "model_kwargs": {"arch": best["arch"]}, **best["settings"]}
         atomic_write_text(out / "best_model.yaml", yaml.safe_dump(config, sort_keys=False))
         files["best_model"] = str(out / "best_model.yaml")
-        files["pareto_plot"] = _plot(results["leaderboard"], out / "pareto.png")
+        files["pareto_plot"] = _plot(results["leaderboard"], results["pareto_against"], out / "pareto.png")
     return files
 
 
-def _plot(rows: list[dict], path: Path) -> str:
+def _plot(rows: list[dict], cost: str, path: Path) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.scatter([r["params"] for r in rows], [r["val_accuracy"] for r in rows], s=14, label="trials")
-    front = sorted((r for r in rows if r["pareto"]), key=lambda r: r["params"])
-    ax.plot([r["params"] for r in front], [r["val_accuracy"] for r in front], "r.-", label="Pareto front")
+    ax.scatter([r[cost] for r in rows], [r["val_accuracy"] for r in rows], s=14, label="trials")
+    front = sorted((r for r in rows if r["pareto"]), key=lambda r: r[cost])
+    ax.plot([r[cost] for r in front], [r["val_accuracy"] for r in front], "r.-", label="Pareto front")
     ax.set_xscale("log")
-    ax.set_xlabel("parameters")
+    ax.set_xlabel({"params": "parameters", "macs": "multiply-adds", "latency_ms": "ms per image (batch 1)"}[cost])
     ax.set_ylabel("validation accuracy")
     ax.legend()
     fig.tight_layout()
@@ -91,14 +97,18 @@ def format_results(results: dict, files: dict) -> str:
     lines = [f"study {results['study']}: {results['trials']} trials, {len(results['leaderboard'])} trained, "
              f"{len(results['pruned'])} stopped early by the pruner, {len(results['failed'])} diverged, "
              f"{len(results['rejected'])} rejected before training"]
-    lines.append(f"{'#':>4} {'val acc':>8} {'params':>10} {'MACs':>12} {'time':>7}  architecture")
+    timed = any(r["latency_ms"] is not None for r in results["leaderboard"])
+    lines.append(f"{'#':>4} {'val acc':>8} {'params':>10} {'MACs':>12} {'time':>7}" + (" latency" if timed else "")
+                 + "  architecture")
     for r in results["leaderboard"]:
+        latency = f" {r['latency_ms']:5.2f}ms" if timed and r["latency_ms"] is not None else " " * 8 * timed
         lines.append(f"{r['trial']:>4} {r['val_accuracy']:8.4f} {r['params']:10,} {r['macs']:12,} "
-                     f"{r['train_seconds']:6.1f}s  {r['architecture']}{'  *' if r['pareto'] else ''}")
+                     f"{r['train_seconds']:6.1f}s{latency}  {r['architecture']}{'  *' if r['pareto'] else ''}")
     lines.extend(f"pruned #{r['trial']} after {r['epochs']} epochs: {r['architecture']}" for r in results["pruned"])
     lines.extend(f"rejected #{r['trial']}: {r['reason']}" for r in results["rejected"])
     lines.extend(f"failed #{r['trial']}: {r['reason']}" for r in results["failed"])
-    lines.append("*: on the Pareto front of accuracy against parameters")
+    against = {"params": "parameters", "macs": "multiply-adds", "latency_ms": "latency"}[results["pareto_against"]]
+    lines.append(f"*: on the Pareto front of accuracy against {against}")
     lines.extend(f"{k.replace('_', ' ')}: {v}" for k, v in files.items())
     return "\n".join(lines)
 

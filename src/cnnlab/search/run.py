@@ -14,7 +14,7 @@ import optuna
 from ..data import load_dataset
 from ..errors import CnnlabError, TrainingStopped
 from ..models import create_model
-from ..report.summary import summarize
+from ..report.summary import measure_latency_ms, summarize
 from ..train import TrainConfig, train
 from .evolution import RegularizedEvolutionSampler
 from .space import load_space, sample
@@ -23,18 +23,59 @@ STRATEGIES = ("random", "tpe", "evolution", "nsga2")
 OBJECTIVES = ("accuracy", "params", "macs", "latency")
 HEARTBEAT_SECONDS = int(os.environ.get("CNNLAB_SEARCH_HEARTBEAT", "10"))  # a dead worker's trial is retried
 # after 3 missed heartbeats
-FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+MAX_REJECTED_IN_A_ROW = 100  # then the space or the constraints leave (almost) nothing to train
 
 
-def make_sampler(strategy: str, seed: int) -> optuna.samplers.BaseSampler:
-    if strategy == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if strategy == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
-    if strategy == "evolution":
-        return RegularizedEvolutionSampler(seed=seed)
-    if strategy == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
+def trained(t: optuna.trial.FrozenTrial) -> bool:
+    """A trial that spent training: complete, stopped early by the pruner, or diverged. Architectures
+    rejected before training do not count against --trials, nor does a trial whose worker died (it is retried)."""
+    if t.state == optuna.trial.TrialState.COMPLETE:
+        return True
+    if t.state == optuna.trial.TrialState.PRUNED:
+        return "rejected" not in t.user_attrs
+    return t.state == optuna.trial.TrialState.FAIL and "stopped" in t.user_attrs
+
+
+def _infeasible(t: optuna.trial.FrozenTrial) -> tuple[float]:
+    # a rejected architecture counts as infeasible, so TPE and NSGA-II learn to stay away from that region
+    # instead of ranking it among the trials that were trained and merely did badly
+    return (1.0 if "rejected" in t.user_attrs else 0.0,)
+
+
+class WarmStartTPE(optuna.samplers.TPESampler):
+    """TPE that samples at random until `start` trials were trained. Optuna's own start-up count includes
+    the architectures rejected before training, and TPE fitted to one or two trained trials only copies them."""
+
+    def __init__(self, start: int, seed: int, **kwargs) -> None:
+        super().__init__(seed=seed, n_startup_trials=0, **kwargs)
+        self._start, self._warm_up = start, optuna.samplers.RandomSampler(seed=seed)
+
+    def _warming_up(self, study: optuna.Study) -> bool:
+        return sum(map(trained, study.get_trials(deepcopy=False))) < self._start
+
+    def sample_relative(self, study, trial, search_space):
+        return {} if self._warming_up(study) else super().sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        sampler = self._warm_up if self._warming_up(study) else super()
+        return sampler.sample_independent(study, trial, param_name, param_distribution)
+
+
+def make_sampler(strategy: str, seed: int, budget: int = 40) -> optuna.samplers.BaseSampler:
+    """`budget`: the trials the search will train. Optuna's defaults (TPE's 10 random start-up trials,
+    evolution's population) assume hundreds; with a dozen, the search would be random search throughout."""
+    start = min(10, max(4, budget // 4))
+    with warnings.catch_warnings():  # multivariate/group TPE and constraints are "experimental" in Optuna
+        warnings.simplefilter("ignore")
+        if strategy == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        if strategy == "tpe":  # multivariate and grouped: it models choices jointly, within each conditional branch
+            return WarmStartTPE(start, seed, multivariate=True, group=True, constant_liar=True,
+                                constraints_func=_infeasible)
+        if strategy == "evolution":
+            return RegularizedEvolutionSampler(population=min(16, start), sample_size=max(2, start // 3), seed=seed)
+        if strategy == "nsga2":
+            return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=_infeasible)
     raise CnnlabError(f"--strategy must be one of {', '.join(STRATEGIES)}, got '{strategy}'")
 
 
@@ -51,10 +92,10 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
 
 
 def open_study(out: Path, study: str, storage: str | None, strategy: str = "tpe", seed: int = 0,
-               objectives: tuple[str, ...] = ("accuracy",), pruner: str = "none") -> optuna.Study:
+               objectives: tuple[str, ...] = ("accuracy",), pruner: str = "none", budget: int = 40) -> optuna.Study:
     out.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
-    optuna.logging.set_verbosity(logging.WARNING)
+    optuna.logging.set_verbosity(logging.ERROR)  # a diverged trial is reported by `search report`, not as a traceback
     try:
         # heartbeats: a trial whose worker died stops beating, is marked failed and is queued again
         with warnings.catch_warnings():  # Optuna marks heartbeats "experimental"; they have been since 2.8
@@ -64,7 +105,7 @@ def open_study(out: Path, study: str, storage: str | None, strategy: str = "tpe"
                                              grace_period=3 * HEARTBEAT_SECONDS,
                                              heartbeat_stale_trial_callback=retry)
         directions = ["maximize" if o == "accuracy" else "minimize" for o in objectives]
-        return optuna.create_study(study_name=study, storage=rdb, sampler=make_sampler(strategy, seed),
+        return optuna.create_study(study_name=study, storage=rdb, sampler=make_sampler(strategy, seed, budget),
                                    directions=directions, pruner=make_pruner(pruner), load_if_exists=True)
     except Exception as exc:  # noqa: BLE001 - a bad URL, a missing driver, a server that does not answer
         raise CnnlabError(f"--storage {url}: cannot open the study ({str(exc).splitlines()[0]})") from None
@@ -73,7 +114,10 @@ def open_study(out: Path, study: str, storage: str | None, strategy: str = "tpe"
 def run_search(space_name: str, data: str, trials: int, study: str, out: Path, storage: str | None = None,
                strategy: str = "tpe", epochs: int = 3, seed: int = 0, max_params: int | None = None,
                max_macs: int | None = None, image_size: int | None = None, quiet: bool = True,
-               objectives: tuple[str, ...] = ("accuracy",), pruner: str = "none") -> optuna.Study:
+               objectives: tuple[str, ...] = ("accuracy",), pruner: str = "none",
+               max_latency: float | None = None) -> optuna.Study:
+    """`max_latency` and the `latency` objective: milliseconds per image at batch 1, measured before training
+    on this machine in the precision the trial trains in (see `report.summary.measure_latency_ms`)."""
     if objectives[0] != "accuracy" or len(set(objectives)) != len(objectives) or \
             any(o not in OBJECTIVES for o in objectives):
         raise CnnlabError(f"--objectives: accuracy first, then any of params, macs, latency; got {','.join(objectives)}")
@@ -87,11 +131,13 @@ def run_search(space_name: str, data: str, trials: int, study: str, out: Path, s
     out = Path(out)
     ds = load_dataset(data, image_size=image_size)  # its shape and classes, for the checks before training
     size = image_size or ds.default_image_size or ds.image_size[0]
-    s = open_study(out, study, storage, strategy, seed, objectives, pruner)
+    s = open_study(out, study, storage, strategy, seed, objectives, pruner, trials)
+    s.set_user_attr("objectives", list(objectives))  # for the report's Pareto front
 
     def objective(trial: optuna.Trial) -> float:
         arch, settings = sample(trial, space)
         trial.set_user_attr("arch", arch)
+        latency = None
         try:
             model = create_model("cnn", num_classes=ds.num_classes, in_channels=ds.channels, arch=arch)
             if size < model.min_input_size:
@@ -102,6 +148,11 @@ def run_search(space_name: str, data: str, trials: int, study: str, out: Path, s
                 raise CnnlabError(f"{stats.params:,} parameters, more than --max-params {max_params:,}")
             if max_macs and stats.macs > max_macs:
                 raise CnnlabError(f"{stats.macs:,} MACs, more than --max-macs {max_macs:,}")
+            if max_latency or "latency" in objectives:
+                latency = measure_latency_ms(model, (ds.channels, size, size))
+                trial.set_user_attr("latency_ms", latency)
+                if max_latency and latency > max_latency:
+                    raise CnnlabError(f"{latency:.2f} ms per image measured, more than --max-latency {max_latency:g}")
         except CnnlabError as exc:  # rejected before training, with the reason kept in the study
             trial.set_user_attr("rejected", str(exc))
             raise optuna.TrialPruned(str(exc)) from None
@@ -125,18 +176,22 @@ def run_search(space_name: str, data: str, trials: int, study: str, out: Path, s
         for key in ("params", "macs", "train_seconds", "test_accuracy"):
             trial.set_user_attr(key, summary[key])
         values = {"accuracy": summary["best_val_accuracy"], "params": summary["params"], "macs": summary["macs"],
-                  "latency": latency_ms(summary)}
-        trial.set_user_attr("latency_ms", values["latency"])
+                  "latency": latency}
         return tuple(values[o] for o in objectives) if len(objectives) > 1 else values["accuracy"]
 
-    finished = len(s.get_trials(deepcopy=False, states=FINISHED))
-    if finished < trials:  # a restarted search runs only what is missing
-        done = optuna.study.MaxTrialsCallback(trials, states=FINISHED)
-        s.optimize(objective, n_trials=trials - finished, callbacks=[done], catch=(TrainingStopped,))
+    in_a_row, reason = 0, ""
+
+    def stop_when_done(study: optuna.Study, last: optuna.trial.FrozenTrial) -> None:
+        nonlocal in_a_row, reason
+        in_a_row, reason = (in_a_row + 1, last.user_attrs["rejected"]) if "rejected" in last.user_attrs else (0, "")
+        if in_a_row >= MAX_REJECTED_IN_A_ROW or sum(map(trained, study.get_trials(deepcopy=False))) >= trials:
+            study.stop()
+
+    # a restarted search runs only what is missing; other workers' trials count as they finish
+    if sum(map(trained, s.get_trials(deepcopy=False))) < trials:
+        s.optimize(objective, callbacks=[stop_when_done], catch=(TrainingStopped,))
+    if in_a_row >= MAX_REJECTED_IN_A_ROW:
+        raise CnnlabError(f"--space {space_name}: {in_a_row} architectures in a row were rejected before training "
+                          f"(the last: {reason}); widen the space or the constraints")
     return s
 
-
-def latency_ms(summary: dict) -> float:
-    """Milliseconds per image at training throughput: measured, not modelled (a stand-in for inference
-    latency that costs nothing extra)."""
-    return 1000.0 / max(summary["images_per_second"], 1e-9)
