@@ -57,6 +57,25 @@ def test_group_models_are_invariant_in_eval_mode(name, size, channels, invariant
             assert (change < 1e-5) == (e in invariant_to), (name, e, change)
 
 
+@pytest.mark.parametrize("group, downsample, size, invariant_to", [
+    ("p4", "pool", 16, range(4)), ("p4m", "stride", 17, range(8)), ("p4m", "pool", 16, range(8)),
+    ("none", "pool", 16, [0])])
+def test_the_builders_group_switch_makes_any_searched_cnn_invariant(group, downsample, size, invariant_to):
+    torch.manual_seed(0)
+    arch = {"stages": [{"blocks": 1, "width": 16, "kernel": 5}, {"blocks": 2, "width": 32, "kernel": 3}],
+            "downsample": downsample, "skip": True, "head": {"type": "fc", "widths": [32]}}
+    plain = create_model("cnn", num_classes=10, in_channels=1, arch=arch)
+    model = create_model("cnn", num_classes=10, in_channels=1, arch={**arch, "group": group}).eval()
+    n_params = sum(p.numel() for p in model.features.parameters())
+    assert 0.8 < n_params / sum(p.numel() for p in plain.features.parameters()) < 1.2  # widths / sqrt(|G|)
+    g, x = Group("p4m"), torch.randn(3, 1, size, size)
+    with torch.no_grad():
+        base = model(x)
+        for e in range(8):
+            change = ((model(g.transform(x, e)) - base).norm() / base.norm()).item()
+            assert (change < 1e-5) == (e in invariant_to), (group, e, change)
+
+
 def test_plain_cnn_is_not_invariant():
     torch.manual_seed(0)
     model, g = create_model("resnet20", num_classes=10).eval(), Group("p4")

@@ -4,23 +4,29 @@
             "downsample": "pool",      # between stages: "pool" (2x2 max-pool) or "stride" (stride-2 first conv)
             "skip": True,              # residual connections in every block
             "bn": True, "activation": "relu",
-            "head": {"type": "gap"}}   # or {"type": "fc", "widths": [256, 128]}: flatten a 4x4 map into FC layers
+            "head": {"type": "gap"},   # or {"type": "fc", "widths": [256, 128]}: flatten a 4x4 map into FC layers
+            "group": "none"}           # or "p4" / "p4m": group-equivariant convolutions (models/equivariant.py)
     model = create_model("cnn", num_classes=10, arch=arch)
 
 Blocks are the ResNet basic blocks (two convs), so a stage of VGG-like plain blocks and one of ResNet blocks
-differ only by the `skip` switch."""
+differ only by the `skip` switch. With a `group`, every conv is a group conv with the stage's width divided by
+sqrt(|G|) (about the same parameters, |G| times the multiply-adds), and the features are max-pooled over
+orientations and (fc head too) over space before the head: the network is invariant to 90-degree rotations (and mirrors, p4m) by
+construction, exactly so at input sizes where `cnnlab summary` gives no equivariance warning."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 from ..errors import CnnlabError
+from .equivariant import GROUPS, GroupBatchNorm, GroupPool, LiftingConv, group_width
+from .gcnn import GroupBlock
 from .layers import check_kernel_size, init_weights, make_activation, make_norm
 from .registry import register_model
 from .resnet import BasicBlock
 
 DEFAULT_ARCH = {"stages": [{"blocks": 1, "width": 32, "kernel": 3}, {"blocks": 1, "width": 64, "kernel": 3}],
-                "downsample": "pool", "skip": True, "bn": True, "activation": "relu", "head": {"type": "gap"}}
+                "downsample": "pool", "skip": True, "bn": True, "activation": "relu", "head": {"type": "gap"}, "group": "none"}
 FLATTEN_SIZE = 4  # the fc head pools the last map to 4x4 before flattening, whatever the input size
 
 
@@ -33,11 +39,19 @@ class ConfigurableCNN(nn.Module):
             raise CnnlabError("arch: 'stages' must be a non-empty list of {blocks, width, kernel} mappings")
         if arch["downsample"] not in ("pool", "stride"):
             raise CnnlabError(f"arch: downsample must be pool or stride, got {arch['downsample']!r}")
-        bn, act, skip = bool(arch["bn"]), arch["activation"], bool(arch["skip"])
+        bn, act, skip, group = bool(arch["bn"]), arch["activation"], bool(arch["skip"]), arch["group"]
+        if group not in ("none", *GROUPS):
+            raise CnnlabError(f"arch: group must be none, {' or '.join(GROUPS)}, got {group!r}")
+        if group != "none":
+            stages = [{**st, "width": group_width(st["width"], 1.0, group)} for st in stages if isinstance(st, dict)]
         first = stages[0]
         k0 = check_kernel_size(first.get("kernel", 3))
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, first["width"], k0, 1, k0 // 2, bias=not bn),
-                                   make_norm(first["width"], bn), make_activation(act)]
+        if group == "none":
+            stem = [nn.Conv2d(in_channels, first["width"], k0, 1, k0 // 2, bias=not bn), make_norm(first["width"], bn)]
+        else:
+            stem = [LiftingConv(in_channels, first["width"], k0, group, bias=not bn),
+                    GroupBatchNorm(first["width"], group) if bn else nn.Identity()]
+        layers: list[nn.Module] = [*stem, make_activation(act)]
         cin = first["width"]
         for i, stage in enumerate(stages):
             k = check_kernel_size(stage.get("kernel", 3))
@@ -48,8 +62,11 @@ class ConfigurableCNN(nn.Module):
                 layers.append(nn.MaxPool2d(2))
             for j in range(stage["blocks"]):
                 stride = 2 if down and j == 0 and arch["downsample"] == "stride" else 1
-                layers.append(BasicBlock(cin, stage["width"], stride, k, bn, act, skip))
+                layers.append(BasicBlock(cin, stage["width"], stride, k, bn, act, skip) if group == "none" else
+                              GroupBlock(cin, stage["width"], stride, k, group, bn, act, skip))
                 cin = stage["width"]
+        if group != "none":
+            layers.append(GroupPool(group))  # max over orientations: invariant features for the head
         self.features = nn.Sequential(*layers)
         self.min_input_size = 2 ** (len(stages) - 1)  # every downsampling halves the map
         if head.get("type", "gap") == "gap":
@@ -58,8 +75,9 @@ class ConfigurableCNN(nn.Module):
             widths = list(head.get("widths", []))
             if not 1 <= len(widths) <= 3:
                 raise CnnlabError(f"arch: an fc head has 1 to 3 hidden layers, got {widths}")
-            fc: list[nn.Module] = [nn.AdaptiveAvgPool2d(FLATTEN_SIZE), nn.Flatten()]
-            n = cin * FLATTEN_SIZE ** 2
+            side = FLATTEN_SIZE if group == "none" else 1  # a flattened map would remember which way is up
+            fc: list[nn.Module] = [nn.AdaptiveAvgPool2d(side), nn.Flatten()]
+            n = cin * side ** 2
             for w in widths:
                 fc += [nn.Linear(n, w), make_activation(act)]
                 n = w

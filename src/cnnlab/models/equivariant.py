@@ -16,12 +16,15 @@ from torch import nn
 from ..errors import CnnlabError
 
 
+GROUPS = ("p4", "p4m")
+
+
 class Group:
     """p4 or p4m. Element (m, r) maps the plane by a mirror m (left-right) then a rotation by r quarter turns;
     its index is m * 4 + r."""
 
     def __init__(self, name: str) -> None:
-        if name not in ("p4", "p4m"):
+        if name not in GROUPS:
             raise CnnlabError(f"unknown group '{name}'; choose p4 or p4m")
         self.name = name
         self.elements = [(m, r) for m in range(2 if name == "p4m" else 1) for r in range(4)]
@@ -45,6 +48,13 @@ class Group:
         return y[:, :, perm].reshape(n, cg, h, w)
 
 
+def _kaiming_fan_out(weight: torch.Tensor, fan_out: int) -> None:
+    """torchvision's conv init (Kaiming normal, fan_out) for the filter bank the layer really applies: each
+    input feature reaches every output feature in all |G| orientations. Counting the base filter's fan-out
+    instead makes each layer sqrt(|G|) too loud, and a deep group net without batch norm blow up."""
+    nn.init.normal_(weight, 0.0, math.sqrt(2.0 / fan_out))
+
+
 class LiftingConv(nn.Module):
     """Image (N, Cin, H, W) -> group feature map (N, Cout * |G|, H, W): each filter in every orientation."""
     fx_leaf = True  # the model summary traces it as one layer
@@ -54,7 +64,7 @@ class LiftingConv(nn.Module):
         self.group, self.stride, self.padding = Group(group), stride, kernel_size // 2
         self.kernel_size, self.in_features = kernel_size, cin
         self.weight = nn.Parameter(torch.empty(cout, cin, kernel_size, kernel_size))
-        nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
+        _kaiming_fan_out(self.weight, cout * self.group.order * kernel_size ** 2)
         self.bias = nn.Parameter(torch.zeros(cout)) if bias else None
 
     def filters(self) -> torch.Tensor:
@@ -81,8 +91,7 @@ class GroupConv(nn.Module):
         self.kernel_size, self.in_features = kernel_size, cin
         n = self.group.order
         self.weight = nn.Parameter(torch.empty(cout, cin, n, kernel_size, kernel_size))
-        nn.init.kaiming_normal_(self.weight.view(cout, cin * n, kernel_size, kernel_size), mode="fan_out",
-                                nonlinearity="relu")
+        _kaiming_fan_out(self.weight, cout * n * kernel_size ** 2)
         self.bias = nn.Parameter(torch.zeros(cout)) if bias else None
         perms = [[self.group.compose[self.group.inverse[g]][h] for h in range(n)] for g in range(n)]
         self.register_buffer("perms", torch.tensor(perms), persistent=False)

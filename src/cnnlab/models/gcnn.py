@@ -74,15 +74,15 @@ def p4mcnn(num_classes: int = 10, in_channels: int = 3, bn: bool = True, kernel_
 
 
 class Subsample(nn.Module):
-    """Option-A shortcut of a group ResNet: take every other pixel and zero-pad whole features."""
-    subsamples = True  # equivariance_warnings: needs an odd input size
+    """Option-A shortcut of a group ResNet: take every other pixel (stride 2) and zero-pad whole features."""
 
-    def __init__(self, cin: int, cout: int, order: int) -> None:
+    def __init__(self, cin: int, cout: int, order: int, stride: int = 2) -> None:
         super().__init__()
-        self.extra = (cout - cin) * order
+        self.extra, self.stride = (cout - cin) * order, stride
+        self.subsamples = stride == 2  # equivariance_warnings: then it needs an odd input size
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, 0, self.extra))  # new features appended, all orientations
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # new features appended, all orientations
+        return F.pad(x[:, :, ::self.stride, ::self.stride], (0, 0, 0, 0, 0, self.extra))
 
 
 class GroupBlock(nn.Module):
@@ -95,8 +95,8 @@ class GroupBlock(nn.Module):
         self.conv2 = GroupConv(cout, cout, k, group, bias=not bn)
         self.bn2 = _norm(cout, group, bn)
         self.residual = residual
-        self.shortcut = Subsample(cin, cout, self.conv1.group.order) if residual and (stride != 1 or cin != cout) \
-            else None
+        self.shortcut = Subsample(cin, cout, self.conv1.group.order, stride) \
+            if residual and (stride != 1 or cin != cout) else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
