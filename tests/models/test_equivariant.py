@@ -126,3 +126,18 @@ def test_invariance_command_measures_exact_invariance_of_a_trained_p4m_net(tmp_p
     assert main(["invariance", "--checkpoint", str(tmp_path / "p4m"), "--data", "digits",
                  "--transforms", "rot90,twirl"]) == 2
     assert "unknown transform 'twirl'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("group", ["p4", "p4m"])
+def test_group_conv_init_keeps_the_signal_scale_of_a_plain_conv(group):
+    """Without batch norm, a deep group net at initialisation must neither blow up nor die (the plain net's
+    Kaiming fan-out init, counted over the filter bank the layer applies)."""
+    torch.manual_seed(0)
+    arch = {"stages": [{"blocks": 3, "width": 32, "kernel": 3}] * 2, "skip": False, "bn": False, "group": group}
+    model = create_model("cnn", num_classes=10, in_channels=1, arch=arch)
+    h, scales = torch.randn(64, 1, 16, 16), []
+    with torch.no_grad():
+        for layer in model.features:
+            h = layer(h)
+            scales.append(h.pow(2).mean().sqrt().item())
+    assert 0.3 < scales[-1] / scales[0] < 3, scales  # measured 0.65 (p4), 0.41 (p4m); the old init: 10x+
