@@ -23,6 +23,7 @@ from pathlib import Path
 
 import optuna
 
+from cnnlab.errors import TrainingStopped
 from cnnlab.models import create_model
 from cnnlab.report.summary import summarize
 from cnnlab.search.report import describe
@@ -34,10 +35,18 @@ SIZE = 16
 
 
 def full_accuracy(arch: dict, epochs: int, out: Path, settings: dict | None = None, seeds: int = 1) -> float:
-    """Mean test accuracy over `seeds` trainings from scratch (seeds 0, 1, ...)."""
-    return statistics.mean(train(TrainConfig(model="cnn", model_kwargs={"arch": arch}, data="digits", image_size=SIZE,
-                                             epochs=epochs, out=str(out / str(seed)), quiet=True, seed=seed,
-                                             **(settings or {})))["test_accuracy"] for seed in range(seeds))
+    """Mean test accuracy over `seeds` trainings from scratch (seeds 0, 1, ...). A training that diverges
+    scores chance (0.1): a random architecture that cannot be trained is a real outcome of random search."""
+    accuracies = []
+    for seed in range(seeds):
+        cfg = TrainConfig(model="cnn", model_kwargs={"arch": arch}, data="digits", image_size=SIZE, epochs=epochs,
+                          out=str(out / str(seed)), quiet=True, seed=seed, **(settings or {}))
+        try:
+            accuracies.append(train(cfg)["test_accuracy"])
+        except TrainingStopped as exc:
+            print(f"  {describe(arch)} {settings or ''}: diverged ({str(exc).split(';')[0]}); scored 0.1")
+            accuracies.append(0.1)
+    return statistics.mean(accuracies)
 
 
 def params_of(arch: dict) -> int:

@@ -29,7 +29,7 @@ def test_ready_spaces_load_and_bad_spaces_are_named(tmp_path):
 def test_choices_are_conditional_on_the_stages_and_head_drawn():
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     space = {"stages": {"min": 1, "max": 3}, "width": [8, 16], "head": ["gap", "fc"], "fc_layers": {"min": 1, "max": 2},
-             "fc_width": [32], "lr": {"min": 0.01, "max": 0.1, "log": True}}
+             "fc_width": [32], "lr": {"min": 0.01, "max": 0.1, "log": True}, "group": ["none", "p4m"]}
     for _ in range(20):
         trial = study.ask()
         arch, settings = sample(trial, space)
@@ -38,6 +38,7 @@ def test_choices_are_conditional_on_the_stages_and_head_drawn():
         assert f"stage{n}_width" not in trial.params  # a width exists only if its stage does
         assert ("fc_layers" in trial.params) == (arch["head"]["type"] == "fc")
         assert 0.01 <= settings["lr"] <= 0.1
+        assert arch["group"] == trial.params["group"]  # equivariant layers on or off
         create_model("cnn", num_classes=10, arch=arch)  # every draw builds
         study.tell(trial, 0.5)
 

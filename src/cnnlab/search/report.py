@@ -20,7 +20,7 @@ def describe(arch: dict) -> str:
     head = arch["head"]["type"] + ("[" + ",".join(map(str, arch["head"].get("widths", []))) + "]"
                                    if arch["head"]["type"] == "fc" else "")
     return (f"{stages} {arch['downsample']} {'skip' if arch['skip'] else 'plain'} {'bn' if arch['bn'] else 'nobn'} "
-            f"{arch['activation']} {head}")
+            f"{arch['activation']} {head}" + (f" {arch['group']}" if arch.get("group", "none") != "none" else ""))
 
 
 def load_results(out: Path, study: str | None = None, storage: str | None = None) -> dict:

@@ -11,6 +11,7 @@ are integers, else a float range), or a single value (fixed):
     skip: [true, false]
     bn: [true, false]
     activation: [relu, gelu]
+    group: [none, p4]               # equivariant layers on or off: invariance to 90-degree turns (p4m: and mirrors)
     head: [gap, fc]
     fc_layers: {min: 1, max: 3}     # only when head is fc
     fc_width: [64, 128, 256]        # per fc layer
@@ -26,7 +27,7 @@ import yaml
 
 from ..errors import CnnlabError
 
-ARCH_KEYS = ("stages", "blocks", "width", "kernel", "downsample", "skip", "bn", "activation", "head",
+ARCH_KEYS = ("stages", "blocks", "width", "kernel", "downsample", "skip", "bn", "activation", "group", "head",
              "fc_layers", "fc_width")
 TRAIN_KEYS = ("lr", "weight_decay", "batch_size", "label_smoothing")
 READY = Path(__file__).with_name("spaces")
@@ -84,7 +85,8 @@ def sample(trial, space: dict) -> tuple[dict, dict]:
     head = _suggest(trial, "head", space.get("head"), "gap")
     arch = {"stages": stages, "downsample": _suggest(trial, "downsample", space.get("downsample"), "pool"),
             "skip": _suggest(trial, "skip", space.get("skip"), True), "bn": _suggest(trial, "bn", space.get("bn"), True),
-            "activation": _suggest(trial, "activation", space.get("activation"), "relu"), "head": {"type": head}}
+            "activation": _suggest(trial, "activation", space.get("activation"), "relu"), "head": {"type": head},
+            "group": _suggest(trial, "group", space.get("group"), "none")}
     if head == "fc":
         layers = _suggest(trial, "fc_layers", space.get("fc_layers"), 1)
         arch["head"]["widths"] = [_suggest(trial, f"fc{i}_width", space.get("fc_width"), 128) for i in range(layers)]
