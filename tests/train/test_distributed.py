@@ -82,3 +82,23 @@ def test_killed_distributed_run_resumes_to_the_uninterrupted_weights(tmp_path):
     a, b = load_file(str(whole / "last.safetensors")), load_file(str(killed / "last.safetensors"))
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
     assert (whole / "metrics.jsonl").read_text().count('"epoch"') == (killed / "metrics.jsonl").read_text().count('"epoch"')
+
+
+def test_two_nodes_meet_through_torchruns_c10d_rendezvous(tmp_path):
+    """Two torchrun launches, one process each, as two machines would run them (here both on localhost)."""
+    import socket
+
+    with socket.socket() as s:  # a free port for the rendezvous
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    node = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+            "--rdzv-backend", "c10d", "--rdzv-endpoint", f"localhost:{port}", "--rdzv-id", "cnnlab-test"]
+    nodes = [subprocess.Popen(node + TRAIN + ["--out", str(tmp_path / "run")], env=_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [p.communicate(timeout=300) for p in nodes]
+    assert all(p.returncode == 0 for p in nodes), [err[-2000:] for _, err in results]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["test_accuracy"] > 0.5
+    epochs = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+              if '"type": "epoch"' in line]
+    assert len(epochs) == 3  # written once, by the global rank 0 only
