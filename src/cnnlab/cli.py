@@ -177,13 +177,23 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_summary(args: argparse.Namespace) -> int:
     from .models import create_model
     from .models.equivariant import equivariance_note
-    from .report.summary import format_summary, parse_input_shape, summarize
+    from .report.summary import format_summary, measure_latency_ms, parse_input_shape, summarize
 
     shape = parse_input_shape(args.input)
     model = create_model(args.model, num_classes=args.classes, in_channels=shape[0],
                          **parse_kwargs(args.model_kwargs or []))
     s = summarize(model, shape, args.model)
-    print(json.dumps({"model": args.model, **s.to_dict()}) if args.json else format_summary(s, args.model))
+    latency = {}
+    if args.latency:  # what `cnnlab search --max-latency` compares against
+        latency = {"latency_ms": round(measure_latency_ms(model, shape, args.device, args.precision), 4),
+                   "latency_batch": 1}
+    if args.json:
+        print(json.dumps({"model": args.model, **s.to_dict(), **latency}))
+    else:
+        print(format_summary(s, args.model))
+        if latency:
+            print(f"latency {latency['latency_ms']:.3f} ms per image at batch 1, measured here "
+                  f"(--device {args.device}, --precision {args.precision})")
     note = equivariance_note(model, shape[1], shape[0], args.model) if shape[1] == shape[2] else None
     if note:
         print(f"warning: {note}", file=sys.stderr)
@@ -244,6 +254,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise CnnlabError(f"--trials must be at least 1, got {args.trials}")
     if args.workers < 1:
         raise CnnlabError(f"--workers must be at least 1, got {args.workers}")
+    for limit in ("max_params", "max_macs", "max_latency"):
+        if getattr(args, limit) is not None and getattr(args, limit) <= 0:
+            raise CnnlabError(f"--{limit.replace('_', '-')} must be positive, got {getattr(args, limit)}")
     objectives = tuple(o.strip() for o in args.objectives.split(","))
     helpers = []
     if args.workers > 1:  # more processes joining the same study through its storage, created here first
@@ -312,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", type=int, default=None, help="number of classes (default: the model's)")
     p.add_argument("--model-kwargs", nargs="+", metavar="KEY=VALUE", help=HELP["model_kwargs"])
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--latency", action="store_true", help="also measure inference latency at batch 1 here")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="for --latency")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"), help="for --latency")
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("augment", help="a grid of augmented training images: what the model sees")

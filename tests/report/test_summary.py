@@ -1,4 +1,6 @@
 """Per-layer summary checked against hand computation and published receptive fields."""
+import json
+
 import pytest
 import torch.nn as nn
 
@@ -36,3 +38,18 @@ def test_parse_input_shape():
     assert parse_input_shape("1x28x28") == (1, 28, 28) and parse_input_shape("64") == (3, 64, 64)
     with pytest.raises(cnnlab.CnnlabError, match="--input must look like"):
         parse_input_shape("3by32")
+
+
+def test_latency_is_measured_and_grows_with_the_work(capsys):
+    from cnnlab.cli import main
+    from cnnlab.report.summary import measure_latency_ms
+
+    small = cnnlab.create_model("cnn", num_classes=10, arch={"stages": [{"blocks": 1, "width": 8, "kernel": 3}]})
+    large = cnnlab.create_model("cnn", num_classes=10, arch={"stages": [{"blocks": 2, "width": 128, "kernel": 5}]})
+    fast, slow = (measure_latency_ms(m, (3, 32, 32), precision="fp32") for m in (small, large))
+    assert 0 < fast < slow  # about 2,000 times the multiply-adds
+    batch = measure_latency_ms(small, (3, 32, 32), precision="fp32", batch=32)
+    assert batch > fast  # one pass over 32 images takes longer than over one
+    assert small.training  # measured on a copy in eval mode; the caller's model is left as it was
+    assert main(["summary", "resnet20", "--latency", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["latency_ms"] > 0

@@ -86,6 +86,8 @@ def test_architectures_impossible_for_the_input_are_rejected_with_the_reason(tmp
 
 def test_search_errors_are_one_line(tmp_path, capsys):
     assert main(["search", "--space", "mixed", "--trials", "0", "--out", str(tmp_path)]) == 2
+    assert main(["search", "--space", "mixed", "--trials", "2", "--out", str(tmp_path), "--max-latency", "0"]) == 2
+    assert "--max-latency must be positive" in capsys.readouterr().err
     assert main(["search", "report", str(tmp_path / "none")]) == 2
     assert "no study.db here" in capsys.readouterr().err
     assert main(["train", "--model-config", str(tmp_path / "missing.yaml")]) == 2
