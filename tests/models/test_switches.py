@@ -107,3 +107,20 @@ def test_preact_switch_moves_norm_and_activation_before_each_conv():
     with torch.no_grad():
         branch = block.conv2(block.relu(block.bn2(block.conv1(block.relu(block.bn1(x))))))
         assert torch.allclose(block(x), x + branch)  # the skip adds the input untouched: no activation after
+
+
+@pytest.mark.parametrize("downsample", ["pool", "stride"])
+@pytest.mark.parametrize("skip", [True, False])
+def test_valid_padding_shrinks_each_conv_and_knows_its_minimum_input(downsample, skip):
+    from cnnlab.report.summary import summarize
+
+    arch = {"stages": [{"blocks": 1, "width": 8, "kernel": 5}, {"blocks": 2, "width": 16, "kernel": 3}],
+            "downsample": downsample, "skip": skip, "padding": "valid"}
+    model = cnnlab.create_model("cnn", num_classes=10, in_channels=1, arch=arch)
+    rows = {r.name: r.output for r in summarize(model, (1, 40, 40)).layers}
+    assert rows["features.0"][-1] == 36 and rows["features.3.conv1"][-1] == 32  # 5x5: 4 pixels fewer each
+    m = model.min_input_size
+    assert cnnlab.create_model("cnn", num_classes=10, in_channels=1, arch={**arch, "padding": "same"}).min_input_size < m
+    summarize(model, (1, m, m))  # the smallest input runs, skip connections center-cropped ...
+    with pytest.raises(CnnlabError, match=f"its minimum input is {m}x{m}"):
+        summarize(model, (1, m - 1, m - 1))  # ... and one pixel less fails in one line

@@ -3,6 +3,7 @@ import json
 
 import optuna
 import pytest
+import torch
 import yaml
 
 from cnnlab import CnnlabError
@@ -29,7 +30,8 @@ def test_ready_spaces_load_and_bad_spaces_are_named(tmp_path):
 def test_choices_are_conditional_on_the_stages_and_head_drawn():
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     space = {"stages": {"min": 1, "max": 3}, "width": [8, 16], "head": ["gap", "fc"], "fc_layers": {"min": 1, "max": 2},
-             "fc_width": [32], "lr": {"min": 0.01, "max": 0.1, "log": True}, "group": ["none", "p4m"]}
+             "fc_width": [32], "lr": {"min": 0.01, "max": 0.1, "log": True}, "group": ["none", "p4m"],
+             "padding": ["same", "valid"]}
     for _ in range(20):
         trial = study.ask()
         arch, settings = sample(trial, space)
@@ -39,7 +41,9 @@ def test_choices_are_conditional_on_the_stages_and_head_drawn():
         assert ("fc_layers" in trial.params) == (arch["head"]["type"] == "fc")
         assert 0.01 <= settings["lr"] <= 0.1
         assert arch["group"] == trial.params["group"]  # equivariant layers on or off
-        create_model("cnn", num_classes=10, arch=arch)  # every draw builds
+        assert arch["padding"] == trial.params["padding"]
+        model = create_model("cnn", num_classes=10, arch=arch)  # every draw builds, at its minimum input size
+        model.eval()(torch.zeros(1, 3, model.min_input_size, model.min_input_size))
         study.tell(trial, 0.5)
 
 

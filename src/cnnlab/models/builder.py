@@ -5,6 +5,7 @@
             "skip": True,              # residual connections in every block
             "bn": True, "activation": "relu",
             "head": {"type": "gap"},   # or {"type": "fc", "widths": [256, 128]}: flatten a 4x4 map into FC layers
+            "padding": "same",         # or "valid": no zero padding, each conv shrinks the map by kernel - 1
             "group": "none"}           # or "p4" / "p4m": group-equivariant convolutions (models/equivariant.py)
     model = create_model("cnn", num_classes=10, arch=arch)
 
@@ -26,7 +27,7 @@ from .registry import register_model
 from .resnet import BasicBlock
 
 DEFAULT_ARCH = {"stages": [{"blocks": 1, "width": 32, "kernel": 3}, {"blocks": 1, "width": 64, "kernel": 3}],
-                "downsample": "pool", "skip": True, "bn": True, "activation": "relu", "head": {"type": "gap"}, "group": "none"}
+                "downsample": "pool", "skip": True, "bn": True, "activation": "relu", "head": {"type": "gap"}, "padding": "same", "group": "none"}
 FLATTEN_SIZE = 4  # the fc head pools the last map to 4x4 before flattening, whatever the input size
 
 
@@ -39,6 +40,8 @@ class ConfigurableCNN(nn.Module):
             raise CnnlabError("arch: 'stages' must be a non-empty list of {blocks, width, kernel} mappings")
         if arch["downsample"] not in ("pool", "stride"):
             raise CnnlabError(f"arch: downsample must be pool or stride, got {arch['downsample']!r}")
+        if arch["padding"] not in ("same", "valid"):
+            raise CnnlabError(f"arch: padding must be same or valid, got {arch['padding']!r}")
         bn, act, skip, group = bool(arch["bn"]), arch["activation"], bool(arch["skip"]), arch["group"]
         if group not in ("none", *GROUPS):
             raise CnnlabError(f"arch: group must be none, {' or '.join(GROUPS)}, got {group!r}")
@@ -46,10 +49,12 @@ class ConfigurableCNN(nn.Module):
             stages = [{**st, "width": group_width(st["width"], 1.0, group)} for st in stages if isinstance(st, dict)]
         first = stages[0]
         k0 = check_kernel_size(first.get("kernel", 3))
+        pad = None if arch["padding"] == "same" else 0  # None: kernel // 2
         if group == "none":
-            stem = [nn.Conv2d(in_channels, first["width"], k0, 1, k0 // 2, bias=not bn), make_norm(first["width"], bn)]
+            stem = [nn.Conv2d(in_channels, first["width"], k0, 1, k0 // 2 if pad is None else 0, bias=not bn),
+                    make_norm(first["width"], bn)]
         else:
-            stem = [LiftingConv(in_channels, first["width"], k0, group, bias=not bn),
+            stem = [LiftingConv(in_channels, first["width"], k0, group, bias=not bn, padding=pad),
                     GroupBatchNorm(first["width"], group) if bn else nn.Identity()]
         layers: list[nn.Module] = [*stem, make_activation(act)]
         cin = first["width"]
@@ -62,13 +67,13 @@ class ConfigurableCNN(nn.Module):
                 layers.append(nn.MaxPool2d(2))
             for j in range(stage["blocks"]):
                 stride = 2 if down and j == 0 and arch["downsample"] == "stride" else 1
-                layers.append(BasicBlock(cin, stage["width"], stride, k, bn, act, skip) if group == "none" else
-                              GroupBlock(cin, stage["width"], stride, k, group, bn, act, skip))
+                layers.append(BasicBlock(cin, stage["width"], stride, k, bn, act, skip, padding=pad)
+                              if group == "none" else GroupBlock(cin, stage["width"], stride, k, group, bn, act, skip, pad))
                 cin = stage["width"]
         if group != "none":
             layers.append(GroupPool(group))  # max over orientations: invariant features for the head
         self.features = nn.Sequential(*layers)
-        self.min_input_size = 2 ** (len(stages) - 1)  # every downsampling halves the map
+        self.min_input_size = min_input_size(arch)
         if head.get("type", "gap") == "gap":
             self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes))
         elif head["type"] == "fc":
@@ -88,6 +93,33 @@ class ConfigurableCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+def _output_size(arch: dict, size: int) -> int:
+    """The side of the last feature map for a `size` input (0 or less: some layer gets nothing), by the conv
+    and pooling arithmetic alone, so impossible architectures are caught before anything is built."""
+    valid = arch.get("padding", "same") == "valid"
+    stages = arch["stages"]
+    size -= stages[0].get("kernel", 3) - 1 if valid else 0  # the stem
+    for i, stage in enumerate(stages):
+        k = stage.get("kernel", 3)
+        for j in range(stage["blocks"]):
+            if size < 1:
+                return size
+            down = i > 0 and j == 0
+            if down and arch.get("downsample", "pool") == "pool":
+                size //= 2
+            stride = 2 if down and arch.get("downsample", "pool") == "stride" else 1
+            pad = 0 if valid else k // 2
+            size = (size + 2 * pad - k) // stride + 1  # conv1
+            size = size + 2 * pad - k + 1  # conv2
+    return size
+
+
+def min_input_size(arch: dict) -> int:
+    """The smallest square input every layer of `arch` can take."""
+    arch = {**DEFAULT_ARCH, **arch}
+    return next(s for s in range(1, 1 << 16) if _output_size(arch, s) >= 1)
 
 
 @register_model("searched")

@@ -59,9 +59,11 @@ class LiftingConv(nn.Module):
     """Image (N, Cin, H, W) -> group feature map (N, Cout * |G|, H, W): each filter in every orientation."""
     fx_leaf = True  # the model summary traces it as one layer
 
-    def __init__(self, cin: int, cout: int, kernel_size: int, group: str, stride: int = 1, bias: bool = True) -> None:
+    def __init__(self, cin: int, cout: int, kernel_size: int, group: str, stride: int = 1, bias: bool = True,
+                 padding: int | None = None) -> None:
         super().__init__()
-        self.group, self.stride, self.padding = Group(group), stride, kernel_size // 2
+        self.group, self.stride = Group(group), stride
+        self.padding = kernel_size // 2 if padding is None else padding
         self.kernel_size, self.in_features = kernel_size, cin
         self.weight = nn.Parameter(torch.empty(cout, cin, kernel_size, kernel_size))
         _kaiming_fan_out(self.weight, cout * self.group.order * kernel_size ** 2)
@@ -85,9 +87,11 @@ class GroupConv(nn.Module):
 
     fx_leaf = True
 
-    def __init__(self, cin: int, cout: int, kernel_size: int, group: str, stride: int = 1, bias: bool = True) -> None:
+    def __init__(self, cin: int, cout: int, kernel_size: int, group: str, stride: int = 1, bias: bool = True,
+                 padding: int | None = None) -> None:
         super().__init__()
-        self.group, self.stride, self.padding = Group(group), stride, kernel_size // 2
+        self.group, self.stride = Group(group), stride
+        self.padding = kernel_size // 2 if padding is None else padding
         self.kernel_size, self.in_features = kernel_size, cin
         n = self.group.order
         self.weight = nn.Parameter(torch.empty(cout, cin, n, kernel_size, kernel_size))

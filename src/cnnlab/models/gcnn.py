@@ -12,8 +12,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .equivariant import GroupBatchNorm, GroupConv, GroupPool, LiftingConv, group_width
-from .layers import check_kernel_size, make_activation, scaled
+from .layers import center_crop, check_kernel_size, make_activation, scaled
 from .registry import register_model
+
+torch.fx.wrap("center_crop")  # a leaf for tracing (summaries): its shape arithmetic is not traceable
 
 
 def _norm(channels: int, group: str, bn: bool) -> nn.Module:
@@ -87,12 +89,12 @@ class Subsample(nn.Module):
 
 class GroupBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int, k: int, group: str, bn: bool, activation: str,
-                 residual: bool) -> None:
+                 residual: bool, padding: int | None = None) -> None:
         super().__init__()
-        self.conv1 = GroupConv(cin, cout, k, group, stride, bias=not bn)
+        self.conv1 = GroupConv(cin, cout, k, group, stride, bias=not bn, padding=padding)
         self.bn1 = _norm(cout, group, bn)
         self.relu = make_activation(activation)
-        self.conv2 = GroupConv(cout, cout, k, group, bias=not bn)
+        self.conv2 = GroupConv(cout, cout, k, group, bias=not bn, padding=padding)
         self.bn2 = _norm(cout, group, bn)
         self.residual = residual
         self.shortcut = Subsample(cin, cout, self.conv1.group.order, stride) \
@@ -100,8 +102,8 @@ class GroupBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
-        if self.residual:
-            out = out + (x if self.shortcut is None else self.shortcut(x))
+        if self.residual:  # center-cropped around unpadded convs (crop whole pixels: equivariance is kept)
+            out = out + center_crop(x if self.shortcut is None else self.shortcut(x), out)
         return self.relu(out)
 
 

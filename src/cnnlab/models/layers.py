@@ -2,6 +2,7 @@
 means the same thing everywhere."""
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 
 from ..errors import CnnlabError
@@ -47,3 +48,12 @@ def init_weights(model: nn.Module, activation: str = "relu") -> None:
         elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def center_crop(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The middle of `x` with `like`'s height and width: a skip connection around unpadded ("valid")
+    convolutions, whose output is smaller than their input."""
+    dh, dw = x.shape[-2] - like.shape[-2], x.shape[-1] - like.shape[-1]
+    if dh == 0 and dw == 0:
+        return x
+    return x[..., dh // 2:dh // 2 + like.shape[-2], dw // 2:dw // 2 + like.shape[-1]]

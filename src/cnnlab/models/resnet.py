@@ -7,8 +7,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import check_kernel_size, init_weights, make_activation, make_norm, scaled
+from .layers import center_crop, check_kernel_size, init_weights, make_activation, make_norm, scaled
 from .registry import register_model
+
+torch.fx.wrap("center_crop")  # a leaf for tracing (summaries): its shape arithmetic is not traceable
 
 
 class PadShortcut(nn.Module):
@@ -28,12 +30,13 @@ class BasicBlock(nn.Module):
     expansion = 1
 
     def __init__(self, cin: int, planes: int, stride: int, k: int, bn: bool, activation: str, residual: bool,
-                 shortcut: str = "projection", preact: bool = False) -> None:
+                 shortcut: str = "projection", preact: bool = False, padding: int | None = None) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(cin, planes, k, stride, k // 2, bias=not bn)
+        pad = k // 2 if padding is None else padding  # 0: "valid" convs; the skip path is then center-cropped
+        self.conv1 = nn.Conv2d(cin, planes, k, stride, pad, bias=not bn)
         self.bn1 = make_norm(cin if preact else planes, bn)
         self.relu = make_activation(activation)
-        self.conv2 = nn.Conv2d(planes, planes, k, 1, k // 2, bias=not bn)
+        self.conv2 = nn.Conv2d(planes, planes, k, 1, pad, bias=not bn)
         self.bn2 = make_norm(planes, bn)
         self.downsample = _shortcut(cin, planes, stride, bn, shortcut) if residual else None
         self.residual, self.preact = residual, preact
@@ -41,12 +44,15 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.preact:  # He et al. 2016b: norm and activation before each conv; the skip path stays clean
             out = self.conv2(self.relu(self.bn2(self.conv1(self.relu(self.bn1(x))))))
-            return out + (x if self.downsample is None else self.downsample(x)) if self.residual else out
+            return out + self._skip(x, out) if self.residual else out
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         if self.residual:
-            out = out + (x if self.downsample is None else self.downsample(x))
+            out = out + self._skip(x, out)
         return self.relu(out)
+
+    def _skip(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        return center_crop(x if self.downsample is None else self.downsample(x), out)
 
 
 class Bottleneck(nn.Module):

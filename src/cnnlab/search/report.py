@@ -19,7 +19,8 @@ def describe(arch: dict) -> str:
     stages = "-".join(f"{s['blocks']}x{s['width']}k{s['kernel']}" for s in arch["stages"])
     head = arch["head"]["type"] + ("[" + ",".join(map(str, arch["head"].get("widths", []))) + "]"
                                    if arch["head"]["type"] == "fc" else "")
-    return (f"{stages} {arch['downsample']} {'skip' if arch['skip'] else 'plain'} {'bn' if arch['bn'] else 'nobn'} "
+    valid = " valid" if arch.get("padding", "same") == "valid" else ""
+    return (f"{stages} {arch['downsample']}{valid} {'skip' if arch['skip'] else 'plain'} {'bn' if arch['bn'] else 'nobn'} "
             f"{arch['activation']} {head}" + (f" {arch['group']}" if arch.get("group", "none") != "none" else ""))
 
 

@@ -141,7 +141,8 @@ def run_search(space_name: str, data: str, trials: int, study: str, out: Path, s
         try:
             model = create_model("cnn", num_classes=ds.num_classes, in_channels=ds.channels, arch=arch)
             if size < model.min_input_size:
-                raise CnnlabError(f"{len(arch['stages']) - 1} downsamplings need inputs of at least "
+                valid = " and unpadded convs" if arch.get("padding") == "valid" else ""
+                raise CnnlabError(f"{len(arch['stages']) - 1} downsamplings{valid} need inputs of at least "
                                   f"{model.min_input_size}x{model.min_input_size}, the data is {size}x{size}")
             stats = summarize(model, (ds.channels, size, size))
             if max_params and stats.params > max_params:

@@ -8,6 +8,7 @@ are integers, else a float range), or a single value (fixed):
     width: [16, 32, 64]             # per stage
     kernel: [3, 5, 7]               # per stage
     downsample: [pool, stride]
+    padding: [same, valid]          # valid: no zero padding, each conv shrinks the map by kernel - 1
     skip: [true, false]
     bn: [true, false]
     activation: [relu, gelu]
@@ -27,8 +28,8 @@ import yaml
 
 from ..errors import CnnlabError
 
-ARCH_KEYS = ("stages", "blocks", "width", "kernel", "downsample", "skip", "bn", "activation", "group", "head",
-             "fc_layers", "fc_width")
+ARCH_KEYS = ("stages", "blocks", "width", "kernel", "downsample", "padding", "skip", "bn", "activation", "group",
+             "head", "fc_layers", "fc_width")
 TRAIN_KEYS = ("lr", "weight_decay", "batch_size", "label_smoothing")
 READY = Path(__file__).with_name("spaces")
 
@@ -84,6 +85,7 @@ def sample(trial, space: dict) -> tuple[dict, dict]:
                "kernel": _suggest(trial, f"stage{i}_kernel", space.get("kernel"), 3)} for i in range(n_stages)]
     head = _suggest(trial, "head", space.get("head"), "gap")
     arch = {"stages": stages, "downsample": _suggest(trial, "downsample", space.get("downsample"), "pool"),
+            "padding": _suggest(trial, "padding", space.get("padding"), "same"),
             "skip": _suggest(trial, "skip", space.get("skip"), True), "bn": _suggest(trial, "bn", space.get("bn"), True),
             "activation": _suggest(trial, "activation", space.get("activation"), "relu"), "head": {"type": head},
             "group": _suggest(trial, "group", space.get("group"), "none")}
