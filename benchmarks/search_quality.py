@@ -54,15 +54,13 @@ def params_of(arch: dict) -> int:
 
 
 def baseline_arch(max_params: int) -> dict:
-    """VGG-style: 3 pooled stages of plain conv blocks with BN, a 64-wide fc head; widths halved until it fits."""
-    width = 32
-    while True:
-        arch = {"stages": [{"blocks": 1, "width": width * 2 ** i, "kernel": 3} for i in range(3)],
+    """VGG-style: 3 pooled stages of plain conv blocks with BN (widths w, 2w, 4w) and a 64-wide fc head, with
+    the largest w whose parameters do not exceed `max_params`."""
+    def arch(w: int) -> dict:
+        return {"stages": [{"blocks": 1, "width": w * 2 ** i, "kernel": 3} for i in range(3)],
                 "downsample": "pool", "skip": False, "bn": True, "activation": "relu",
                 "head": {"type": "fc", "widths": [64]}}
-        if params_of(arch) <= max_params or width == 1:
-            return arch
-        width //= 2
+    return arch(max([w for w in range(2, 129) if params_of(arch(w)) <= max_params], default=1))
 
 
 def trials_per_hour(tmp: Path, cores: list[int], trials: int) -> float:
@@ -111,7 +109,8 @@ def main() -> int:
             trial = rng_study.ask()
             r_arch, r_settings = sample(trial, space)
             rng_study.tell(trial, 0.0)
-            if params_of(r_arch) > args.max_params or 2 ** (len(r_arch["stages"]) - 1) > SIZE:
+            if create_model("cnn", num_classes=10, in_channels=1, arch=r_arch).min_input_size > SIZE or \
+                    params_of(r_arch) > args.max_params:
                 continue  # the same constraints the search applied
             randoms.append(full_accuracy(r_arch, args.full_epochs, tmp / f"random{len(randoms)}", r_settings))
         median = statistics.median(randoms)

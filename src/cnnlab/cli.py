@@ -360,7 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="architecture search (`cnnlab search report DIR` shows the results)")
     p.add_argument("--space", required=True, help="a ready space (vgg-like, resnet-like, mixed) or a YAML file")
     p.add_argument("--data", default="digits", help=HELP["data"])
-    p.add_argument("--trials", type=int, required=True, help="architectures to train in all (those rejected before training do not count)")
+    p.add_argument("--trials", type=int, required=True,
+                   help="architectures to train in all (those rejected before training do not count)")
     p.add_argument("--study", default="search", help="study name (workers sharing a storage join it)")
     p.add_argument("--out", required=True, type=Path, help="folder for study.db, trials/ and the report")
     p.add_argument("--storage", help="database URL (default: sqlite in --out; postgresql://... for many machines)")

@@ -120,7 +120,8 @@ def test_valid_padding_shrinks_each_conv_and_knows_its_minimum_input(downsample,
     rows = {r.name: r.output for r in summarize(model, (1, 40, 40)).layers}
     assert rows["features.0"][-1] == 36 and rows["features.3.conv1"][-1] == 32  # 5x5: 4 pixels fewer each
     m = model.min_input_size
-    assert cnnlab.create_model("cnn", num_classes=10, in_channels=1, arch={**arch, "padding": "same"}).min_input_size < m
+    same = cnnlab.create_model("cnn", num_classes=10, in_channels=1, arch={**arch, "padding": "same"})
+    assert same.min_input_size < m
     summarize(model, (1, m, m))  # the smallest input runs, skip connections center-cropped ...
     with pytest.raises(CnnlabError, match=f"its minimum input is {m}x{m}"):
         summarize(model, (1, m - 1, m - 1))  # ... and one pixel less fails in one line

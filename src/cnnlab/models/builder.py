@@ -12,8 +12,9 @@
 Blocks are the ResNet basic blocks (two convs), so a stage of VGG-like plain blocks and one of ResNet blocks
 differ only by the `skip` switch. With a `group`, every conv is a group conv with the stage's width divided by
 sqrt(|G|) (about the same parameters, |G| times the multiply-adds), and the features are max-pooled over
-orientations and (fc head too) over space before the head: the network is invariant to 90-degree rotations (and mirrors, p4m) by
-construction, exactly so at input sizes where `cnnlab summary` gives no equivariance warning."""
+orientations (and, for an fc head too, over space) before the head: the network is invariant to 90-degree
+rotations (and mirrors, p4m) by construction, exactly so at input sizes where `cnnlab summary` gives no
+equivariance warning."""
 from __future__ import annotations
 
 import torch
@@ -27,7 +28,8 @@ from .registry import register_model
 from .resnet import BasicBlock
 
 DEFAULT_ARCH = {"stages": [{"blocks": 1, "width": 32, "kernel": 3}, {"blocks": 1, "width": 64, "kernel": 3}],
-                "downsample": "pool", "skip": True, "bn": True, "activation": "relu", "head": {"type": "gap"}, "padding": "same", "group": "none"}
+                "downsample": "pool", "skip": True, "bn": True, "activation": "relu", "head": {"type": "gap"},
+                "padding": "same", "group": "none"}
 FLATTEN_SIZE = 4  # the fc head pools the last map to 4x4 before flattening, whatever the input size
 
 
@@ -67,8 +69,8 @@ class ConfigurableCNN(nn.Module):
                 layers.append(nn.MaxPool2d(2))
             for j in range(stage["blocks"]):
                 stride = 2 if down and j == 0 and arch["downsample"] == "stride" else 1
-                layers.append(BasicBlock(cin, stage["width"], stride, k, bn, act, skip, padding=pad)
-                              if group == "none" else GroupBlock(cin, stage["width"], stride, k, group, bn, act, skip, pad))
+                layers.append(BasicBlock(cin, stage["width"], stride, k, bn, act, skip, padding=pad) if group == "none"
+                              else GroupBlock(cin, stage["width"], stride, k, group, bn, act, skip, pad))
                 cin = stage["width"]
         if group != "none":
             layers.append(GroupPool(group))  # max over orientations: invariant features for the head

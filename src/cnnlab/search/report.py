@@ -20,8 +20,9 @@ def describe(arch: dict) -> str:
     head = arch["head"]["type"] + ("[" + ",".join(map(str, arch["head"].get("widths", []))) + "]"
                                    if arch["head"]["type"] == "fc" else "")
     valid = " valid" if arch.get("padding", "same") == "valid" else ""
-    return (f"{stages} {arch['downsample']}{valid} {'skip' if arch['skip'] else 'plain'} {'bn' if arch['bn'] else 'nobn'} "
-            f"{arch['activation']} {head}" + (f" {arch['group']}" if arch.get("group", "none") != "none" else ""))
+    group = f" {arch['group']}" if arch.get("group", "none") != "none" else ""
+    return (f"{stages} {arch['downsample']}{valid} {'skip' if arch['skip'] else 'plain'} "
+            f"{'bn' if arch['bn'] else 'nobn'} {arch['activation']} {head}{group}")
 
 
 def load_results(out: Path, study: str | None = None, storage: str | None = None) -> dict:
