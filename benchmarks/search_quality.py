@@ -9,7 +9,7 @@
 2. Throughput: the same search with one single-threaded worker, then with two (each pinned to its own
    core), for --workers-trials trials each. Target: two workers >= 1.8x the trials per hour of one.
 
-    python benchmarks/search_quality.py [--trials 12] [--search-epochs 5] [--full-epochs 10] [--seeds 3]
+    python benchmarks/search_quality.py [--trials 20] [--search-epochs 5] [--full-epochs 10] [--seeds 3]
 """
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def trials_per_hour(tmp: Path, cores: list[int], trials: int) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--trials", type=int, default=12)
+    ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--search-epochs", type=int, default=5)
     ap.add_argument("--full-epochs", type=int, default=10)
     ap.add_argument("--seeds", type=int, default=3, help="retrainings of the searched and baseline architectures")
