@@ -48,55 +48,55 @@ class Group:
         return y[:, :, perm].reshape(n, cg, h, w)
 
 
-def _kaiming_fan_out(weight: torch.Tensor, fan_out: int) -> None:
-    """torchvision's conv init (Kaiming normal, fan_out) for the filter bank the layer really applies: each
-    input feature reaches every output feature in all |G| orientations. Counting the base filter's fan-out
-    instead makes each layer sqrt(|G|) too loud, and a deep group net without batch norm blow up."""
-    nn.init.normal_(weight, 0.0, math.sqrt(2.0 / fan_out))
-
-
-class LiftingConv(nn.Module):
-    """Image (N, Cin, H, W) -> group feature map (N, Cout * |G|, H, W): each filter in every orientation."""
+class _OrientedConv(nn.Module):
+    """What the lifting and the group convolution share: a base filter per (output, input) feature pair, from
+    which `filters()` builds the bank of all |G| orientations that one ordinary conv2d applies."""
     fx_leaf = True  # the model summary traces it as one layer
 
-    def __init__(self, cin: int, cout: int, kernel_size: int, group: str, stride: int = 1, bias: bool = True,
-                 padding: int | None = None) -> None:
+    def __init__(self, cin: int, cout: int, kernel_size: int, group: str, stride: int, bias: bool,
+                 padding: int | None, in_orientations: tuple[int, ...]) -> None:
         super().__init__()
         self.group, self.stride = Group(group), stride
         self.padding = kernel_size // 2 if padding is None else padding
-        self.kernel_size, self.in_features = kernel_size, cin
-        self.weight = nn.Parameter(torch.empty(cout, cin, kernel_size, kernel_size))
-        _kaiming_fan_out(self.weight, cout * self.group.order * kernel_size ** 2)
+        self.kernel_size = kernel_size  # read by the summary's receptive-field arithmetic
+        self.weight = nn.Parameter(torch.empty(cout, cin, *in_orientations, kernel_size, kernel_size))
+        # torchvision's conv init (Kaiming normal, fan_out) for the filter bank the layer really applies: each
+        # input feature reaches every output feature in all |G| orientations. Counting the base filter's
+        # fan-out instead makes each layer sqrt(|G|) too loud, and a deep group net without batch norm blow up.
+        nn.init.normal_(self.weight, 0.0, math.sqrt(2.0 / (cout * self.group.order * kernel_size ** 2)))
         self.bias = nn.Parameter(torch.zeros(cout)) if bias else None
 
     def filters(self) -> torch.Tensor:
-        bank = torch.stack([self.group.transform(self.weight, g) for g in range(self.group.order)], 1)
-        return bank.flatten(0, 1)  # (cout * |G|, cin, k, k), orientation fastest
+        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = self.bias.repeat_interleave(self.group.order) if self.bias is not None else None
         return F.conv2d(x, self.filters(), bias, self.stride, self.padding)
 
-    def macs(self, out: torch.Tensor) -> int:
-        return out.numel() // out.shape[0] * self.in_features * self.kernel_size ** 2
+    def macs(self, out: torch.Tensor) -> int:  # one base filter's weights per output value
+        return out.numel() // out.shape[0] * self.weight[0].numel()
 
 
-class GroupConv(nn.Module):
-    """Group feature map -> group feature map. The filter for output orientation g is the base filter
-    transformed by g: spatially, and with its input orientations permuted h -> g^-1 h."""
-
-    fx_leaf = True
+class LiftingConv(_OrientedConv):
+    """Image (N, Cin, H, W) -> group feature map (N, Cout * |G|, H, W): each filter in every orientation."""
 
     def __init__(self, cin: int, cout: int, kernel_size: int, group: str, stride: int = 1, bias: bool = True,
                  padding: int | None = None) -> None:
-        super().__init__()
-        self.group, self.stride = Group(group), stride
-        self.padding = kernel_size // 2 if padding is None else padding
-        self.kernel_size, self.in_features = kernel_size, cin
-        n = self.group.order
-        self.weight = nn.Parameter(torch.empty(cout, cin, n, kernel_size, kernel_size))
-        _kaiming_fan_out(self.weight, cout * n * kernel_size ** 2)
-        self.bias = nn.Parameter(torch.zeros(cout)) if bias else None
+        super().__init__(cin, cout, kernel_size, group, stride, bias, padding, in_orientations=())
+
+    def filters(self) -> torch.Tensor:
+        bank = torch.stack([self.group.transform(self.weight, g) for g in range(self.group.order)], 1)
+        return bank.flatten(0, 1)  # (cout * |G|, cin, k, k), orientation fastest
+
+
+class GroupConv(_OrientedConv):
+    """Group feature map -> group feature map. The filter for output orientation g is the base filter
+    transformed by g: spatially, and with its input orientations permuted h -> g^-1 h."""
+
+    def __init__(self, cin: int, cout: int, kernel_size: int, group: str, stride: int = 1, bias: bool = True,
+                 padding: int | None = None) -> None:
+        n = Group(group).order
+        super().__init__(cin, cout, kernel_size, group, stride, bias, padding, in_orientations=(n,))
         perms = [[self.group.compose[self.group.inverse[g]][h] for h in range(n)] for g in range(n)]
         self.register_buffer("perms", torch.tensor(perms), persistent=False)
 
@@ -104,13 +104,6 @@ class GroupConv(nn.Module):
         cout, cin, n, k, _ = self.weight.shape
         bank = torch.stack([self.group.transform(self.weight[:, :, self.perms[g]], g) for g in range(n)], 1)
         return bank.reshape(cout * n, cin * n, k, k)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bias = self.bias.repeat_interleave(self.group.order) if self.bias is not None else None
-        return F.conv2d(x, self.filters(), bias, self.stride, self.padding)
-
-    def macs(self, out: torch.Tensor) -> int:
-        return out.numel() // out.shape[0] * self.in_features * self.group.order * self.kernel_size ** 2
 
 
 class GroupBatchNorm(nn.Module):
