@@ -203,8 +203,8 @@ def test_tpe_models_only_after_enough_architectures_were_trained():
 
     warm = []
     for _ in range(40):
-        warm.append(sampler._warming_up(study))
         study.optimize(objective, n_trials=1)
+        warm.append(sampler._random_now)  # how that trial was sampled
     trained = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     # random until 4 trials were trained, however many were rejected meanwhile; then TPE
     assert len(study.trials) - len(trained) > 10  # many rejected

@@ -48,16 +48,20 @@ class WarmStartTPE(optuna.samplers.TPESampler):
 
     def __init__(self, start: int, seed: int, **kwargs) -> None:
         super().__init__(seed=seed, n_startup_trials=0, **kwargs)
-        self._start, self._warm_up = start, optuna.samplers.RandomSampler(seed=seed)
+        self._start, self._warm_up, self._random_now = start, optuna.samplers.RandomSampler(seed=seed), True
 
     def _warming_up(self, study: optuna.Study) -> bool:
         return sum(map(trained, study.get_trials(deepcopy=False))) < self._start
 
+    def before_trial(self, study, trial) -> None:  # decided once per trial, not once per choice
+        self._random_now = self._warming_up(study)
+        super().before_trial(study, trial)
+
     def sample_relative(self, study, trial, search_space):
-        return {} if self._warming_up(study) else super().sample_relative(study, trial, search_space)
+        return {} if self._random_now else super().sample_relative(study, trial, search_space)
 
     def sample_independent(self, study, trial, param_name, param_distribution):
-        sampler = self._warm_up if self._warming_up(study) else super()
+        sampler = self._warm_up if self._random_now else super()
         return sampler.sample_independent(study, trial, param_name, param_distribution)
 
 
