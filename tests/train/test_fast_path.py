@@ -1,5 +1,10 @@
 """The pieces of the fast recipe: whitening, test-time augmentation, lookahead, the recipe itself, and an
 interrupted run of it resuming exactly."""
+import platform
+import resource
+import subprocess
+import sys
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -92,3 +97,27 @@ def test_unknown_recipe_and_bad_tta_are_refused():
         TrainConfig.from_dict({"recipe": "cifar10-slow"})
     with pytest.raises(CnnlabError, match="--tta must be"):
         TrainConfig.from_dict({"tta": 3})
+
+
+_REALLOCATE = """
+import resource, sys, torch
+from cnnlab.train.device import keep_freed_memory
+if sys.argv[1] == "keep":
+    assert keep_freed_memory()
+def faults_to_fill_64_mib():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.ones(16 * 2 ** 20)  # 64 MiB of float32, freed at once
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+faults_to_fill_64_mib()
+print(min(faults_to_fill_64_mib() for _ in range(4)))  # it can take a call or two to settle
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux" or platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
+def test_kept_memory_is_not_page_faulted_in_again_each_step():
+    def faults(mode: str) -> int:
+        out = subprocess.run([sys.executable, "-c", _REALLOCATE, mode], capture_output=True, text=True, check=True)
+        return int(out.stdout)
+    pages = 64 * 2 ** 20 // resource.getpagesize()
+    assert faults("default") > pages // 2  # glibc gave the block back: every page faults in again
+    assert faults("keep") < pages // 20

@@ -27,7 +27,8 @@ from ..report.summary import summarize
 from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint, save_weights, load_weights
 from . import distributed
 from .config import TrainConfig
-from .device import autocast, resolve_device, resolve_precision, to_channels_last, use_all_cores
+from .device import (autocast, keep_freed_memory, resolve_device, resolve_precision, to_channels_last,
+                     use_all_cores)
 from .evaluate import metrics_from_logits, predict_logits
 from .lookahead import Lookahead
 from .optim import build_optimizer, build_scheduler, lr_factor
@@ -46,6 +47,8 @@ def train(cfg: TrainConfig, resume: bool = False,
     threads = use_all_cores(ranks.local_world)
     device = resolve_device(cfg.device, ranks.local_rank)
     precision = resolve_precision(cfg.precision, device)
+    if device.type == "cpu":
+        keep_freed_memory()
     run_dir = Path(cfg.out or f"runs/{cfg.model}-{Path(cfg.data).name.split('.')[0]}-{datetime.now():%Y%m%d-%H%M%S}")
     if cfg.sync_bn and ranks.distributed and device.type != "cuda":
         raise CnnlabError("--sync-bn needs CUDA GPUs (torch's SyncBatchNorm); on CPUs each rank normalises "
