@@ -60,7 +60,8 @@ def keep_freed_memory() -> bool:
     giving it back to the kernel. glibc maps large blocks (from 128 KiB, 32 MiB once it adapts) afresh and
     unmaps them when freed, so each step's activations and gradients page-faulted in again, zero-filled by the
     kernel: about 7% of an airbench94 step on 2 cores, and 30-40% of a DataLoader pipeline's (jemalloc or
-    tcmalloc, which Intel's PyTorch guide suggests, avoid it too). The cost: the process keeps its peak memory until it exits. Returns whether the setting took."""
+    tcmalloc, which Intel's PyTorch guide suggests, avoid it too). The cost: the process keeps its peak
+    memory until it exits. Returns whether the setting took."""
     if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
         return False
     libc = ctypes.CDLL(None)  # the C library this process already uses
