@@ -59,7 +59,7 @@ def keep_freed_memory() -> bool:
     """Linux (glibc) only: keep the memory of freed tensors in the process for the next step, instead of
     giving it back to the kernel. glibc maps large blocks (from 128 KiB, 32 MiB once it adapts) afresh and
     unmaps them when freed, so each step's activations and gradients page-faulted in again, zero-filled by the
-    kernel: about 7% of an airbench94 step on 2 cores, and 30-40% of a DataLoader pipeline's (jemalloc or
+    kernel: 7-10% of an airbench94 step on 2 cores, and 28-44% of a DataLoader pipeline's (jemalloc or
     tcmalloc, which Intel's PyTorch guide suggests, avoid it too). The cost: the process keeps its peak
     memory until it exits. Returns whether the setting took."""
     if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
