@@ -25,7 +25,9 @@ HELP = {
     "on_nonfinite": "a NaN/inf loss or gradient: stop (default), skip the step, or rollback to the last "
     "checkpoint; skip and rollback halve the lr",
     "loss_scaling": "fp16: dynamic loss scaling (turn off only to watch gradients underflow)",
-    "compile": "torch.compile the model", "sync_bn": "distributed runs: batch-norm statistics over all ranks",
+    "compile": "torch.compile the model",
+    "keep_freed_memory": "CPU on Linux: keep freed memory for the next step (faster; the process keeps its peak "
+    "memory until it exits)", "sync_bn": "distributed runs: batch-norm statistics over all ranks",
     "model": "model name (see `cnnlab models`)", "data": "registered data set or a path (folder, .tar.gz, "
     "CIFAR batches, MNIST IDX)", "download": "fetch a registered data set (cifar10, cifar100, mnist, "
     "fashion-mnist) if absent", "image_size": "size models see; also resizes images of mixed sizes",

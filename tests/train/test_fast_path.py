@@ -121,3 +121,22 @@ def test_kept_memory_is_not_page_faulted_in_again_each_step():
     pages = 64 * 2 ** 20 // resource.getpagesize()
     assert faults("default") > pages // 2  # glibc gave the block back: every page faults in again
     assert faults("keep") < pages // 20
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_trainer_keeps_freed_memory_on_a_cpu_unless_told_not_to(monkeypatch, tmp_path, keep):
+    import cnnlab.train.loop as loop
+
+    calls = []
+
+    class Stop(Exception):
+        pass
+
+    def stop_before_data(*args, **kwargs):
+        raise Stop
+
+    monkeypatch.setattr(loop, "keep_freed_memory", lambda: calls.append(True))
+    monkeypatch.setattr(loop, "load_dataset", stop_before_data)
+    with pytest.raises(Stop):
+        train(TrainConfig(data="digits", device="cpu", keep_freed_memory=keep, out=str(tmp_path / "run")))
+    assert calls == ([True] if keep else [])

@@ -60,6 +60,7 @@ class TrainConfig:
     precision: str = "auto"  # auto, fp32, bf16 or fp16 (fp16: fast on CUDA; emulated and slow on CPUs)
     loss_scaling: bool = True  # fp16: dynamic loss scaling (off only to watch gradients underflow)
     compile: bool = False  # torch.compile the model (slow start; helps most on GPUs)
+    keep_freed_memory: bool = True  # CPU on Linux: reuse freed memory instead of page-faulting it in each step
     sync_bn: bool = False  # distributed runs: batch-norm statistics over the global batch
     seed: int = 0
     out: str | None = None  # run folder; None: runs/<model>-<data>-<time>

@@ -47,7 +47,7 @@ def train(cfg: TrainConfig, resume: bool = False,
     threads = use_all_cores(ranks.local_world)
     device = resolve_device(cfg.device, ranks.local_rank)
     precision = resolve_precision(cfg.precision, device)
-    if device.type == "cpu":
+    if device.type == "cpu" and cfg.keep_freed_memory:
         keep_freed_memory()
     run_dir = Path(cfg.out or f"runs/{cfg.model}-{Path(cfg.data).name.split('.')[0]}-{datetime.now():%Y%m%d-%H%M%S}")
     if cfg.sync_bn and ranks.distributed and device.type != "cuda":
@@ -382,7 +382,7 @@ def _check_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> None:
             raise CnnlabError(f"--resume: {run_dir} holds no checkpoint to continue from")
         saved = yaml.safe_load((run_dir / "config.yaml").read_text())
         for key, value in cfg.to_dict().items():
-            if key not in ("quiet", "log_every", "compile") and saved.get(key) != value:
+            if key not in ("quiet", "log_every", "compile", "keep_freed_memory") and saved.get(key) != value:
                 raise CnnlabError(f"--resume: '{key}' was {saved.get(key)!r} in {run_dir}, now {value!r}; "
                                   f"resume with the same settings")
     elif has_checkpoint or (run_dir / "summary.json").exists():
