@@ -1,5 +1,5 @@
-"""The pieces of the fast recipe: whitening, test-time augmentation, lookahead, the recipe itself, and an
-interrupted run of it resuming exactly."""
+"""The pieces of the fast path and recipe: whitening, test-time augmentation, lookahead, the recipe itself,
+an interrupted run of it resuming exactly, and the allocator setting that keeps freed memory."""
 import platform
 import resource
 import subprocess
