@@ -28,7 +28,8 @@ print(json.dumps({"seconds": time.perf_counter() - start,
 def run(models: str, epochs: int, mode: str) -> dict:
     out = subprocess.run([sys.executable, "-c", _RUNS, models, str(epochs), mode], capture_output=True, text=True)
     if out.returncode:
-        raise SystemExit(f"the {mode} runs failed: {out.stderr.strip().splitlines()[-1]}")
+        last = (out.stderr.strip().splitlines() or [f"exit status {out.returncode}"])[-1]
+        raise SystemExit(f"the {mode} runs failed: {last}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
