@@ -59,7 +59,7 @@ def keep_freed_memory() -> bool:
     """Linux (glibc) only: keep the memory of freed tensors in the process for the next step, instead of
     giving it back to the kernel. glibc maps large blocks (from 128 KiB, 32 MiB once it adapts) afresh and
     unmaps them when freed, so each step's activations and gradients page-faulted in again, zero-filled by the
-    kernel. Measured on 2 cores: 7-10% of an airbench94 step, 28-44% of a DataLoader pipeline's, 25% of five
+    kernel. Measured on 2 cores: 7-10% of an airbench94 step (one-off), 28-44% of a DataLoader pipeline's, 25% of five
     short digits runs in one process (benchmarks/kept_memory.py). Intel's PyTorch launcher preloads jemalloc
     or tcmalloc for the same reason. The cost: freed blocks stay resident, with gaps between them, so the
     process's peak memory grew by 34% in those five runs (4.5 against 3.4 GiB) and is kept until it exits.
