@@ -17,7 +17,7 @@ from PIL import Image, ImageEnhance
 
 from cnnlab.data.augment import Augmenter, parse_policy
 from cnnlab.models import create_model
-from cnnlab.train.device import autocast, resolve_precision, use_all_cores
+from cnnlab.runtime.device import autocast, resolve_precision, use_all_cores
 
 EPOCH = 50_000
 

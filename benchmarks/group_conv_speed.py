@@ -16,7 +16,7 @@ import time
 import torch
 
 from cnnlab.models.equivariant import GroupConv
-from cnnlab.train.device import autocast, resolve_precision, use_all_cores
+from cnnlab.runtime.device import autocast, resolve_precision, use_all_cores
 
 
 def seconds(layer: torch.nn.Module, x: torch.Tensor, precision: str, repeats: int = 10) -> float:

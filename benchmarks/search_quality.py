@@ -25,7 +25,7 @@ import optuna
 
 from cnnlab.errors import TrainingStopped
 from cnnlab.models import create_model
-from cnnlab.report.summary import summarize
+from cnnlab.models.summary import summarize
 from cnnlab.search.report import describe
 from cnnlab.search.run import open_study, run_search
 from cnnlab.search.space import load_space, sample

@@ -31,10 +31,10 @@ import torch.nn as nn
 
 from cnnlab.data.augment import Augmenter, parse_policy
 from cnnlab.models import create_model
-from cnnlab.report.summary import summarize
+from cnnlab.models.summary import summarize
 from cnnlab.train.recipes import RECIPES
-from cnnlab.train.device import autocast, keep_freed_memory, resolve_precision, use_all_cores
-from cnnlab.train.tensors import normalize
+from cnnlab.runtime.device import autocast, keep_freed_memory, resolve_precision, use_all_cores
+from cnnlab.runtime.tensors import normalize
 
 
 class PlainDataset(torch.utils.data.Dataset):

@@ -10,43 +10,11 @@ from pathlib import Path
 
 from .errors import CnnlabError
 
-HELP = {
-    "model_config": "YAML file with model and model_kwargs (e.g. best_model.yaml of `cnnlab search report`)",
-    "recipe": "a named set of settings, e.g. cifar10-fast (airbench94's recipe); options given override it",
-    "augment": "batched augmentation, e.g. flip,translate=4 or crop=0.35,rotate=15:reflect,color=0.4,cutout=8,"
-    "mixup=0.2 (see `cnnlab augment`)",
-    "warmup_from": "onecycle: start the warm-up at this fraction of the peak lr",
-    "decay_to": "onecycle: end at this fraction of the peak lr",
-    "norm_lr_scale": "lr multiplier for batch-norm parameters (decay per step unchanged)",
-    "lookahead": "airbench's lookahead averaging of the weights every 5 steps",
-    "eval_every": "epochs between validation passes (0: after the last epoch only)",
-    "tta": "test-time augmentation: 0 none, 1 mirror, 2 mirror + 1-pixel translations",
-    "monitor_every": "steps between per-layer gradient-health samples (0: monitor off)",
-    "on_nonfinite": "a NaN/inf loss or gradient: stop (default), skip the step, or rollback to the last "
-    "checkpoint; skip and rollback halve the lr",
-    "loss_scaling": "fp16: dynamic loss scaling (turn off only to watch gradients underflow)",
-    "compile": "torch.compile the model",
-    "keep_freed_memory": "CPU on Linux: keep freed memory for the next step (faster; the process keeps its peak "
-    "memory until it exits)", "sync_bn": "distributed runs: batch-norm statistics over all ranks",
-    "model": "model name (see `cnnlab models`)", "data": "registered data set or a path (folder, .tar.gz, "
-    "CIFAR batches, MNIST IDX)", "download": "fetch a registered data set (cifar10, cifar100, mnist, "
-    "fashion-mnist) if absent", "image_size": "size models see; also resizes images of mixed sizes",
-    "holdout": "folders without test/: fraction (<1) or count (>=1) per class held out as the test split",
-    "val_fraction": "fraction of the training split per class used to pick the best epoch (0: use test)",
-    "skip_bad": "skip unreadable images and report how many", "epochs": "passes over the training split",
-    "batch_size": "images per step", "early_stop": "stop after N epochs without a better val accuracy",
-    "optimizer": "sgd (Nesterov momentum) or adamw", "lr": "peak learning rate", "momentum": "SGD momentum",
-    "nesterov": "Nesterov momentum", "weight_decay": "L2 penalty (decoupled for adamw)",
-    "decay_bn_and_bias": "also decay BN and bias parameters", "schedule": "constant, step, cosine or onecycle",
-    "warmup_epochs": "linear warm-up length (cosine, onecycle)", "step_size": "step schedule: epochs per decay",
-    "gamma": "step schedule: decay factor", "label_smoothing": "label smoothing of the cross-entropy",
-    "grad_clip": "clip the global gradient norm (0: off)", "device": "auto, cpu or cuda",
-    "precision": "auto, fp32, bf16 or fp16 (auto: bf16 where the hardware is native, else fp32; fp16 is "
-    "emulated on CPUs)",
-    "seed": "random seed (same seed, same machine: identical weights)", "out": "run folder",
-    "checkpoint_every": "also checkpoint every N steps", "log_every": "steps between metric lines",
-    "quiet": "no progress bar", "model_kwargs": "model switches, e.g. bn=false kernel_size=7 activation=sigmoid",
-}
+def _help(name: str) -> str:
+    """A training setting's help text, written once beside the setting (train/config.py)."""
+    from .train.config import FIELDS
+
+    return FIELDS[name].metadata["help"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -79,14 +47,16 @@ def _parse_value(raw: str):
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
-    from .train import TrainConfig
+    from .train.config import FIELDS
 
     p.add_argument("--config", type=Path, help="YAML file of settings; options given here override it")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    for f in dataclasses.fields(TrainConfig):
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint, "
+                   "with the settings in its config.yaml (a larger --epochs extends a finished run)")
+    for f in FIELDS.values():
         flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else None
-        kw = {"dest": f.name, "default": argparse.SUPPRESS, "help": HELP.get(f.name)}
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        shown = "" if default in (None, "", {}) else f" (default: {default})"
+        kw = {"dest": f.name, "default": argparse.SUPPRESS, "help": f.metadata["help"] + shown}
         if f.name == "model_kwargs":
             p.add_argument(flag, nargs="+", metavar="KEY=VALUE", **kw)
         elif f.name == "quiet":
@@ -98,29 +68,64 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag, type=kind, metavar=f.name.upper(), **kw)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from .train import TrainConfig, train
+def train_config(args: argparse.Namespace):
+    """The run's settings in layers: (a resumed run's own config.yaml,) recipe, model config, --config file,
+    the options given (see train/config.py)."""
+    from .train.config import read_settings, resolve
+    from .train.run_folder import RunFolder
 
-    values = {k: v for k, v in vars(args).items() if k not in ("command", "func", "config", "resume", "argv")}
-    if "model_kwargs" in values:
-        values["model_kwargs"] = parse_kwargs(values["model_kwargs"])
-    base = TrainConfig.from_yaml(args.config).to_dict() if args.config else {}
-    cfg = TrainConfig.from_dict({**base, **values}, "options")
-    if args.resume and not cfg.out:
-        raise CnnlabError("--resume needs --out, the folder of the run to continue")
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "func", "config", "resume", "argv", "json")}
+    if "model_kwargs" in given:
+        given["model_kwargs"] = parse_kwargs(given["model_kwargs"])
+    layers, sources = [], []
+    if args.resume:
+        if not given.get("out"):
+            raise CnnlabError("--resume needs --out, the folder of the run to continue")
+        folder = RunFolder(given["out"])
+        if not folder.has_checkpoint:
+            raise CnnlabError(f"--resume: {folder} holds no checkpoint to continue from")
+        saved = folder.read_config()
+        saved.pop("out", None)  # the folder is where it is now, wherever it was written
+        layers.append(saved)
+        sources.append(str(folder.config))
+    if args.config:
+        layers.append(read_settings(args.config))
+        sources.append(str(args.config))
+    layers.append(given)
+    sources.append("options")
+    return resolve(layers, sources)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import train
+
+    cfg = train_config(args)
     s = train(cfg, resume=args.resume)
-    if not cfg.quiet and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
+        return 0
+    if args.json:
+        print(json.dumps(s))
+        return 0
+    if not cfg.quiet:
+        top5 = f"  (top-5 {s['test_top5_accuracy']:.4f})" if s["test_top5_accuracy"] is not None else ""
+        processes = f", {s['processes']} processes" if s["processes"] > 1 else ""
         print(f"\n{s['model']} on {s['dataset']} ({s['image_size']}): {s['params']:,} params, "
-              f"{s['macs'] / 1e6:.1f}M MACs per image, {s['precision']} on {s['device']} x{s['threads']}")
-        print(f"  {s['epochs']} epochs in {s['train_seconds']:.1f}s ({s['images_per_second']:.0f} img/s)")
+              f"{s['macs'] / 1e6:.1f}M MACs per image, {s['precision']} on {s['device']} x{s['threads']}{processes}")
+        print(f"  {_count(s['epochs'], 'epoch')} in {s['train_seconds']:.1f}s ({s['images_per_second']:.0f} img/s)")
         print(f"  best val accuracy {s['best_val_accuracy']:.4f} (epoch {s['best_epoch']})")
-        print(f"  test accuracy     {s['test_accuracy']:.4f}  (top-5 {s['test_top5_accuracy']:.4f})")
+        print(f"  test accuracy     {s['test_accuracy']:.4f}{top5}")
         for note in s["notes"]:
             print(f"  note: {note}")
         for d in s["diagnoses"] or []:
             print(f"  diagnosis at step {d['step']}: {d['kind']} ({d['evidence']}); `cnnlab diagnose` explains")
         print(f"  run folder: {s['run_dir']}")
+    else:
+        print(f"test accuracy {s['test_accuracy']:.4f}; run folder: {s['run_dir']}")
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -179,7 +184,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_summary(args: argparse.Namespace) -> int:
     from .models import create_model
     from .models.equivariant import equivariance_note
-    from .report.summary import format_summary, measure_latency_ms, parse_input_shape, summarize
+    from .models.summary import format_summary, measure_latency_ms, parse_input_shape, summarize
 
     shape = parse_input_shape(args.input)
     model = create_model(args.model, num_classes=args.classes, in_channels=shape[0],
@@ -299,13 +304,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model", description="Train a model with SGD and backpropagation.")
     _add_train_options(p)
+    p.add_argument("--json", action="store_true", help="print the run's summary as one JSON object")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a trained run on a data set's test split")
     p.add_argument("--checkpoint", required=True, type=Path, help="run folder written by `cnnlab train --out`")
-    p.add_argument("--data", required=True, help=HELP["data"])
+    p.add_argument("--data", required=True, help=_help("data"))
     p.add_argument("--weights", choices=("best", "last"), default="best")
-    p.add_argument("--holdout", type=float, default=0.2, help=HELP["holdout"])
+    p.add_argument("--holdout", type=float, default=0.2, help=_help("holdout"))
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval)
 
@@ -325,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--input", default="3x32x32", help="CxHxW (default 3x32x32)")
     p.add_argument("--classes", type=int, default=None, help="number of classes (default: the model's)")
-    p.add_argument("--model-kwargs", nargs="+", metavar="KEY=VALUE", help=HELP["model_kwargs"])
+    p.add_argument("--model-kwargs", nargs="+", metavar="KEY=VALUE", help=_help("model_kwargs"))
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--latency", action="store_true", help="also measure inference latency at batch 1 here")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="for --latency")
@@ -333,22 +339,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("augment", help="a grid of augmented training images: what the model sees")
-    p.add_argument("--data", default="digits", help=HELP["data"])
-    p.add_argument("--policy", required=True, help=HELP["augment"])
+    p.add_argument("--data", default="digits", help=_help("data"))
+    p.add_argument("--policy", required=True, help=_help("augment"))
     p.add_argument("--out", required=True, type=Path, help="the grid image (.png or .jpg)")
     p.add_argument("--rows", type=int, default=4, help="rows: the originals, then augmented draws")
     p.add_argument("--cols", type=int, default=8, help="images per row")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-size", type=int, default=None, help=HELP["image_size"])
+    p.add_argument("--image-size", type=int, default=None, help=_help("image_size"))
     p.set_defaults(func=cmd_augment)
 
     p = sub.add_parser("invariance", help="how much a trained model's predictions change under transforms")
     p.add_argument("--checkpoint", required=True, type=Path, help="run folder written by `cnnlab train --out`")
-    p.add_argument("--data", required=True, help=HELP["data"])
+    p.add_argument("--data", required=True, help=_help("data"))
     p.add_argument("--transforms", default="rot90,rot180,hflip,rot15,translate2",
                    help="comma-separated: rotD (rot90, rot15, ...), hflip, vflip, translateN")
     p.add_argument("--weights", choices=("best", "last"), default="best")
-    p.add_argument("--holdout", type=float, default=0.2, help=HELP["holdout"])
+    p.add_argument("--holdout", type=float, default=0.2, help=_help("holdout"))
     p.add_argument("--json", action="store_true", help="one object keyed by transform")
     p.set_defaults(func=cmd_invariance)
 
@@ -361,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("search", help="architecture search (`cnnlab search report DIR` shows the results)")
     p.add_argument("--space", required=True, help="a ready space (vgg-like, resnet-like, mixed) or a YAML file")
-    p.add_argument("--data", default="digits", help=HELP["data"])
+    p.add_argument("--data", default="digits", help=_help("data"))
     p.add_argument("--trials", type=int, required=True,
                    help="architectures to train in all (those rejected before training do not count)")
     p.add_argument("--study", default="search", help="study name (workers sharing a storage join it)")
@@ -377,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-macs", type=int, help="reject architectures with more multiply-adds")
     p.add_argument("--max-latency", type=float, help="reject architectures slower than this many ms per image "
                    "(batch 1, measured here before training)")
-    p.add_argument("--image-size", type=int, default=None, help=HELP["image_size"])
+    p.add_argument("--image-size", type=int, default=None, help=_help("image_size"))
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_search)
 

@@ -12,8 +12,8 @@ from .data import load_dataset
 from .errors import CnnlabError
 from .models import create_model
 from .train.checkpoint import load_weights
-from .train.evaluate import metrics_from_logits, predict_logits
-from .train.tensors import to_device
+from .runtime.evaluate import metrics_from_logits, predict_logits
+from .runtime.tensors import to_device
 
 
 def load_run(run_dir: Path, weights: str = "best") -> tuple[torch.nn.Module, dict]:

@@ -152,7 +152,7 @@ def test_randaugment_and_trivialaugment_draw_an_operation_per_image():
 
 
 def test_normalize_leaves_a_float_batch_untouched():
-    from cnnlab.train.tensors import normalize
+    from cnnlab.runtime.tensors import normalize
 
     x = torch.full((2, 3, 4, 4), 255.0)
     out = normalize(x, torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1))

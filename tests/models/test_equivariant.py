@@ -97,7 +97,7 @@ def test_sizes_that_break_equivariance_are_named_with_the_nearest_good_ones(caps
 
 
 def test_group_layers_count_their_macs():
-    from cnnlab.report.summary import summarize
+    from cnnlab.models.summary import summarize
 
     s = summarize(create_model("p4cnn", num_classes=10, in_channels=1), (1, 32, 32))
     lift = next(r for r in s.layers if r.type == "LiftingConv")

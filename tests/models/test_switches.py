@@ -45,7 +45,7 @@ def test_kernel_size_switch_scales_conv_params(k):
 
 def test_small_filters_vs_large_receptive_field():
     """Two stacked 3x3 convs see as far as one 5x5 with fewer weights: the VGG argument, measured."""
-    from cnnlab.report.summary import summarize
+    from cnnlab.models.summary import summarize
 
     small = summarize(cnnlab.create_model("vgg11", kernel_size=3, num_classes=10), (3, 32, 32))
     large = summarize(cnnlab.create_model("vgg11", kernel_size=5, num_classes=10), (3, 32, 32))
@@ -76,7 +76,7 @@ def test_documented_minimum_input_size(name, size):
     assert model.min_input_size == size
     assert model(torch.zeros(1, 3, size, size)).shape == (1, 10)
     if size > 1:
-        from cnnlab.report.summary import summarize
+        from cnnlab.models.summary import summarize
         with pytest.raises(CnnlabError, match=f"minimum input is {size}x{size}"):
             summarize(model, (3, size - 1, size - 1), name)
 
@@ -112,7 +112,7 @@ def test_preact_switch_moves_norm_and_activation_before_each_conv():
 @pytest.mark.parametrize("downsample", ["pool", "stride"])
 @pytest.mark.parametrize("skip", [True, False])
 def test_valid_padding_shrinks_each_conv_and_knows_its_minimum_input(downsample, skip):
-    from cnnlab.report.summary import summarize
+    from cnnlab.models.summary import summarize
 
     arch = {"stages": [{"blocks": 1, "width": 8, "kernel": 5}, {"blocks": 2, "width": 16, "kernel": 3}],
             "downsample": downsample, "skip": skip, "padding": "valid"}

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 import cnnlab
-from cnnlab.report.summary import summarize
+from cnnlab.models.summary import summarize
 from tests.models.reference_weights import TORCHVISION_MODELS, reference_input, reference_state
 
 # REFERENCE.md, "Parameter counts and multiply-adds (1000 classes, 3x224x224 input)"

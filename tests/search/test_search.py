@@ -169,7 +169,7 @@ def test_a_diverging_trial_fails_with_its_diagnosis_and_the_search_goes_on(tmp_p
 
 
 def test_latency_is_measured_before_training_and_bounds_the_search(tmp_path, capsys):
-    from cnnlab.report.summary import measure_latency_ms
+    from cnnlab.models.summary import measure_latency_ms
 
     space = tmp_path / "wide.yaml"
     space.write_text("stages: 2\nblocks: 2\nwidth: [4, 256]\nkernel: 3\n")

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from cnnlab import CnnlabError
 from cnnlab.models import create_model
 from cnnlab.train import TrainConfig, train
-from cnnlab.train.evaluate import predict_logits
+from cnnlab.runtime.evaluate import predict_logits
 from cnnlab.train.lookahead import Lookahead
 
 
@@ -101,7 +101,7 @@ def test_unknown_recipe_and_bad_tta_are_refused():
 
 _REALLOCATE = """
 import resource, sys, torch
-from cnnlab.train.device import keep_freed_memory
+from cnnlab.runtime.device import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
 def faults_to_fill_64_mib():
@@ -125,7 +125,7 @@ def test_kept_memory_is_not_page_faulted_in_again_each_step():
 
 @pytest.mark.parametrize("keep", [True, False])
 def test_trainer_keeps_freed_memory_on_a_cpu_unless_told_not_to(monkeypatch, tmp_path, keep):
-    import cnnlab.train.loop as loop
+    import cnnlab.train.setup as loop
 
     calls = []
 

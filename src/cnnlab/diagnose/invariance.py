@@ -13,7 +13,7 @@ import torch
 from ..data.transforms import affine, rotation_theta
 from ..errors import CnnlabError
 from ..inference import load_run, load_test_split, stats
-from ..train.evaluate import predict_logits
+from ..runtime.evaluate import predict_logits
 
 KNOWN = "rotD (degrees, e.g. rot90, rot15), hflip, vflip, translateN (pixels, e.g. translate2)"
 

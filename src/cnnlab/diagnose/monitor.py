@@ -12,8 +12,10 @@
         for d in monitor.new_diagnoses(): print(d.message())
 
 Every step costs one fused norm over the gradients (and, on a GPU, one synchronisation to see whether they
-are finite); every `every` steps the monitor also records per layer the weight norm, the update-to-weight
-ratio, and mean, standard deviation and dead-unit fraction of each activation's output.
+are finite); on each of the first DENSE_STEPS steps and then every `every` steps the monitor also records
+per layer the weight norm, the update-to-weight ratio, and mean, standard deviation and dead-unit fraction
+of each activation's output. cnnlab's trainer computes the gradient norms and checks finiteness itself, and
+hands the norms to `observe`: there the monitor only watches.
 """
 from __future__ import annotations
 
@@ -32,6 +34,49 @@ NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.ELU, nn.Sigmoid, nn.Tanh)
 RELU_FAMILY = (nn.ReLU, nn.ReLU6)
 ACTIVATION_IMAGES = 32  # activation statistics use the first images of a sampled batch: cheaper, as telling
+DENSE_STEPS = 10  # every step is sampled at first, so that a short run is judged too
+
+
+def gradient_norms(params: list[torch.Tensor], scale: float = 1.0) -> torch.Tensor:
+    """Each parameter's gradient norm (0 where it has none), divided by the loss scale: one fused kernel."""
+    grads = [p.grad if p.grad is not None else torch.zeros((), device=p.device) for p in params]
+    if not grads:
+        return torch.zeros(0)
+    norms = torch.stack(torch._foreach_norm(grads)).float()
+    return norms / scale if scale != 1.0 else norms
+
+
+def first_nonfinite_output(model: nn.Module, run_forward: Callable[[], object]) -> str | None:
+    """Re-run a forward pass (no gradients, batch-norm statistics restored after) and return the first
+    module whose output is not finite."""
+    first: list[str] = []
+
+    def hook(name):
+        def fn(_m, _i, out):
+            if not first and isinstance(out, torch.Tensor) and not torch.isfinite(out).all():
+                first.append(name)
+        return fn
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n]
+    try:
+        with buffers_kept(model), torch.no_grad():
+            run_forward()
+    finally:
+        for h in handles:
+            h.remove()
+    return first[0] if first else None
+
+
+@contextlib.contextmanager
+def buffers_kept(model: nn.Module) -> Iterator[None]:
+    """A diagnostic re-run of the model must not move its BN running statistics: restore them after."""
+    saved = [b.clone() for b in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, old in zip(model.buffers(), saved):
+                b.copy_(old)
 
 
 class GradientMonitor:
@@ -47,6 +92,9 @@ class GradientMonitor:
                 if isinstance(m, WEIGHTED):
                     self.weighted.append(name)
         self.params = [p for _, ps in self.layers for p in ps]
+        # where the monitored parameters sit among all trainable ones (the order of the trainer's norms)
+        trainable = {id(p): i for i, p in enumerate(p for p in model.parameters() if p.requires_grad)}
+        self.index = torch.tensor([trainable[id(p)] for p in self.params], dtype=torch.long)
         self.low_precision_weights = any(p.dtype in (torch.bfloat16, torch.float16) for p in self.params)
         self.owner = torch.tensor([i for i, (_, ps) in enumerate(self.layers) for _ in ps], dtype=torch.long)
         # what the rules read: (step, loss, global grad norm) of the first finite steps and of the latest ones,
@@ -76,7 +124,7 @@ class GradientMonitor:
 
     # -- the four calls of a training step ---------------------------------------------------------------
     def sampled(self, step: int) -> bool:
-        return step % self.every == 0 or step == 1
+        return step <= DENSE_STEPS or step % self.every == 0
 
     @contextlib.contextmanager
     def forward(self, step: int) -> Iterator[None]:
@@ -93,16 +141,25 @@ class GradientMonitor:
         or any gradient is NaN or infinite. Under fp16 loss scaling pass the scale (`scaler.get_scale()`):
         gradients are divided by it, and infinite gradients of a finite loss are the scaler's to handle
         (it skips the step and lowers the scale), so they are counted, not reported."""
-        layer_sq = self._layer_grad_squares(grad_scale or 1.0)
-        total = layer_sq.sum()
-        loss_value, total_value = float(loss.detach()), float(total)  # the one synchronisation of a step
+        norms = gradient_norms([p for p in self.model.parameters() if p.requires_grad], grad_scale or 1.0)
+        loss_value, total = float(loss.detach()), float(norms.square().sum())  # the one synchronisation
         lr = optimizer.param_groups[0]["lr"] if optimizer is not None else 0.0
+        if not (math.isfinite(loss_value) and math.isfinite(total)) and \
+                not (grad_scale is not None and math.isfinite(loss_value)):
+            return self.nonfinite(step, loss_value, norms)
+        self.observe(step, loss_value, norms, lr, grad_scale)
+        return None
+
+    def observe(self, step: int, loss_value: float, norms: torch.Tensor, lr: float,
+                grad_scale: float | None = None) -> None:
+        """A finite step's loss and per-parameter gradient norms (all trainable parameters, in the model's
+        order, already divided by any loss scale): the exploding rule, and on sampled steps a sample."""
+        layer_sq = self._per_layer(norms[self.index] ** 2)
+        total_value = float(layer_sq.sum())
         self.peak_lr = max(self.peak_lr, lr)
-        if grad_scale is not None and math.isfinite(loss_value) and not math.isfinite(total_value):
+        if grad_scale is not None and not math.isfinite(total_value):
             self.scaler_skips += 1
-            return None
-        if not (math.isfinite(loss_value) and math.isfinite(total_value)):
-            return self._nonfinite(step, loss_value, layer_sq)
+            return
         grads = layer_sq.sqrt()
         self._layer_grads = grads
         self.steps.append((step, loss_value, math.sqrt(total_value)))
@@ -122,7 +179,6 @@ class GradientMonitor:
             if grad_scale is not None:  # the fp16 loss scale's history, and how often it overflowed
                 self._sample.update(loss_scale=grad_scale, scaler_skips=self.scaler_skips)
             self._before = [p.detach().clone() for p in self.params]
-        return None
 
     def measure_underflow(self, rerun: Callable[[], torch.Tensor]) -> None:
         """On a sampled fp16 step, between backward and the optimiser step: recompute this batch's gradients
@@ -135,7 +191,7 @@ class GradientMonitor:
         rng = torch.get_rng_state()
         for p in params:
             p.grad = None
-        with self._buffers_kept(), torch.autocast(params[0].device.type, enabled=False):
+        with buffers_kept(self.model), torch.autocast(params[0].device.type, enabled=False):
             rerun().backward()
         lost, total = [], []
         for p in self.params:
@@ -181,11 +237,15 @@ class GradientMonitor:
         self._pending.append(s)
         del self.samples[:-rules.THRESHOLDS["persist_samples"]]
         self._sample, self._before = None, []
-        self._add(rules.vanishing(self.samples, self.weighted))
-        self._add(rules.dead_units(self.samples))
-        self._add(rules.stalled(self.samples))
-        self._add(rules.underflow(self.samples) or rules.lost_updates(self.samples))
-        self._add(rules.overflow(self.samples))
+        for rule in rules.SAMPLED_RULES:
+            self._add(rule(self.samples, self.weighted, rules.THRESHOLDS["persist_samples"]))
+
+    def finish(self) -> None:
+        """At the end of a run too short to fill a rule's window: judge it on the samples it has."""
+        n = min(len(self.samples), rules.THRESHOLDS["persist_samples"])
+        if 0 < n < rules.THRESHOLDS["persist_samples"]:
+            for rule in rules.SAMPLED_RULES:
+                self._add(rule(self.samples, self.weighted, n))
 
     def new_samples(self) -> list[dict]:
         """Per-layer samples taken since the last call (for metrics.jsonl)."""
@@ -199,39 +259,15 @@ class GradientMonitor:
         return out
 
     def locate_nonfinite_forward(self, run_forward: Callable[[], object]) -> str | None:
-        """Re-run a forward pass (no gradients) and return the first module whose output is not finite."""
-        first: list[str] = []
-
-        def hook(name):
-            def fn(_m, _i, out):
-                if not first and isinstance(out, torch.Tensor) and not torch.isfinite(out).all():
-                    first.append(name)
-            return fn
-
-        handles = [m.register_forward_hook(hook(n)) for n, m in self.model.named_modules() if n]
-        try:
-            with self._buffers_kept(), torch.no_grad():
-                run_forward()
-        finally:
-            for h in handles:
-                h.remove()
+        """Re-run a forward pass (no gradients) and return the first module whose output is not finite; under
+        fp16 that is an overflow, diagnosed as such."""
+        first = first_nonfinite_output(self.model, run_forward)
         if first and self.precision == "fp16" and self.diagnoses and self.diagnoses[-1].kind == "nonfinite":
-            self._add(Diagnosis("overflow", self.diagnoses[-1].step, first[:1],
-                                f"the output of {first[0]} exceeds fp16's largest value, 65504"))
-        return first[0] if first else None
+            self._add(Diagnosis("overflow", self.diagnoses[-1].step, [first],
+                                f"the output of {first} exceeds fp16's largest value, 65504"))
+        return first
 
     # -- helpers ----------------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _buffers_kept(self) -> Iterator[None]:
-        """A diagnostic re-run of the model must not move its BN running statistics: restore them after."""
-        saved = [b.clone() for b in self.model.buffers()]
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for b, old in zip(self.model.buffers(), saved):
-                    b.copy_(old)
-
     @property
     def names(self) -> list[str]:
         return [n for n, _ in self.layers]
@@ -260,33 +296,21 @@ class GradientMonitor:
         v = (torch.stack(list(values)) if isinstance(values, (list, tuple)) else values).float().cpu()
         return torch.zeros(len(self.layers)).index_add_(0, self.owner, v)
 
-    def _layer_grad_squares(self, scale: float) -> torch.Tensor:
-        grads = [p.grad if p.grad is not None else torch.zeros((), device=p.device) for p in self.params]
-        if not grads:
-            return torch.zeros(0)
-        norms = torch.stack(torch._foreach_norm(grads)).float()  # one fused kernel over all gradients
-        return self._per_layer((norms / scale) ** 2)
-
     def _fastest_growing(self) -> str | None:
         if self._baseline is None or self._layer_grads is None or not len(self.layers):
             return None
         growth = self._layer_grads / self._baseline.clamp(min=1e-30)
         return self.names[int(growth.argmax())]
 
-    def _nonfinite(self, step: int, loss: float, layer_sq: torch.Tensor) -> Diagnosis:
-        bad = [n for n, v in zip(self.names, layer_sq.tolist()) if not math.isfinite(v)]
+    def nonfinite(self, step: int, loss: float, norms: torch.Tensor) -> Diagnosis:
+        """The diagnosis of a non-finite step (and, if gradients grew fast before it, of exploding first)."""
+        layer_sq = self._per_layer(norms[self.index] ** 2)
         bad_weights = [n for n, ps in self.layers if not all(torch.isfinite(p).all() for p in ps)]
-        if bad_weights:
-            layers, what = bad_weights[:1], f"the weights of {bad_weights[0]} are not finite"
-        elif not math.isfinite(loss):
-            layers, what = [], f"the loss is {loss}"
-        else:  # backward overflowed: the deepest layer with a bad gradient is where it began
-            layers, what = bad[-1:], f"the loss is finite but gradients are not, first in {bad[-1] if bad else '?'}"
-        d = Diagnosis("nonfinite", step, layers, what)
+        d = rules.nonfinite(step, loss, self.names, layer_sq.tolist(), bad_weights)
         # a run whose gradients grew fast before the NaN is exploding, named at the latest here
         if self.steps and (self.steps[-1][2] > 10 * self.steps[0][2] or self.steps[-1][1] > 1.5 * self.steps[0][1]):
             grow = self._fastest_growing()
-            self._add(Diagnosis("exploding", step, [grow] if grow else layers,
+            self._add(Diagnosis("exploding", step, [grow] if grow else d.layers,
                                 f"the loss became {loss} after the gradient norm reached "
                                 f"{self.steps[-1][2]:.2g} (from {self.steps[0][2]:.2g} at the start)"))
         self._add(d)

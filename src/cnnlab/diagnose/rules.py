@@ -2,6 +2,7 @@
 can try. The rules read what `GradientMonitor` measured; they never touch the model."""
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import asdict, dataclass, field
 
@@ -67,12 +68,11 @@ class Diagnosis:
         return asdict(self)
 
 
-def _persists(samples: list[dict], test) -> bool:
-    n = THRESHOLDS["persist_samples"]
+def _persists(samples: list[dict], test, n: int) -> bool:
     return len(samples) >= n and all(test(s) for s in samples[-n:])
 
 
-def vanishing(samples: list[dict], weighted: list[str]) -> Diagnosis | None:
+def vanishing(samples: list[dict], weighted: list[str], n: int) -> Diagnosis | None:
     """Early layers' gradients orders of magnitude below late layers', sample after sample."""
     if len(weighted) < 4:
         return None
@@ -83,12 +83,12 @@ def vanishing(samples: list[dict], weighted: list[str]) -> Diagnosis | None:
         g = s["grad_norm"]
         return statistics.median(g[n] for n in early) / max(statistics.median(g[n] for n in late), 1e-30)
 
-    if _persists(samples, lambda s: ratio(s) < THRESHOLDS["vanishing_ratio"]):
+    if _persists(samples, lambda s: ratio(s) < THRESHOLDS["vanishing_ratio"], n):
         r = ratio(samples[-1])
         return Diagnosis("vanishing", samples[-1]["step"], early,
                          f"the first {q} weighted layers' gradient norms are {r:.1e} of the last {q} layers' "
-                         f"for {THRESHOLDS['persist_samples']} samples in a row")
-    if _persists(samples, lambda s: max(s["grad_norm"].values()) < THRESHOLDS["vanishing_floor"]):
+                         f"for {_samples(n)} in a row")
+    if _persists(samples, lambda s: max(s["grad_norm"].values()) < THRESHOLDS["vanishing_floor"], n):
         return Diagnosis("vanishing", samples[-1]["step"], weighted,
                          f"every layer's gradient norm is below {THRESHOLDS['vanishing_floor']:.0e}")
     return None
@@ -114,11 +114,10 @@ def exploding(steps: list[tuple[int, float, float]]) -> Diagnosis | None:
     return None
 
 
-def dead_units(samples: list[dict]) -> Diagnosis | None:
+def dead_units(samples: list[dict], weighted: list[str], n: int) -> Diagnosis | None:
     def dead_layers(s: dict) -> set[str]:
         return {n for n, f in s.get("dead_fraction", {}).items() if f > THRESHOLDS["dead_fraction"]}
 
-    n = THRESHOLDS["persist_samples"]
     if len(samples) < n:
         return None
     persistent = set.intersection(*(dead_layers(s) for s in samples[-n:]))
@@ -128,11 +127,10 @@ def dead_units(samples: list[dict]) -> Diagnosis | None:
     worst = max(samples[-1]["dead_fraction"][x] for x in names)
     return Diagnosis("dead_units", samples[-1]["step"], names,
                      f"up to {worst:.0%} of the channels output zero for every image of a batch, "
-                     f"{n} samples in a row")
+                     f"{_samples(n)} in a row")
 
 
-def stalled(samples: list[dict]) -> Diagnosis | None:
-    n = THRESHOLDS["persist_samples"]
+def stalled(samples: list[dict], weighted: list[str], n: int) -> Diagnosis | None:
     if len(samples) < n:
         return None
     recent = samples[-n:]
@@ -148,8 +146,7 @@ def stalled(samples: list[dict]) -> Diagnosis | None:
                      f"of their norm (a healthy layer: about 1e-3)")
 
 
-def underflow(samples: list[dict]) -> Diagnosis | None:
-    n = THRESHOLDS["persist_samples"]
+def underflow(samples: list[dict], weighted: list[str], n: int) -> Diagnosis | None:
     recent = samples[-n:]
     if len(recent) < n or any("underflow_fraction" not in s for s in recent):
         return None
@@ -161,10 +158,10 @@ def underflow(samples: list[dict]) -> Diagnosis | None:
     worst = max(recent[-1]["underflow_fraction"][k] for k in names)
     return Diagnosis("underflow", recent[-1]["step"], names,
                      f"up to {worst:.0%} of a layer's gradient entries are zero in fp16 but not in fp32, "
-                     f"{n} samples in a row")
+                     f"{_samples(n)} in a row")
 
 
-def overflow(samples: list[dict]) -> Diagnosis | None:
+def overflow(samples: list[dict], weighted: list[str], n: int) -> Diagnosis | None:
     if not samples:
         return None
     s = samples[-1]
@@ -181,9 +178,8 @@ def overflow(samples: list[dict]) -> Diagnosis | None:
                                                 f"even unscaled")
 
 
-def lost_updates(samples: list[dict]) -> Diagnosis | None:
+def lost_updates(samples: list[dict], weighted: list[str], n: int) -> Diagnosis | None:
     """Weights stored in bf16 (8 significant bits) or fp16 ignore updates smaller than their precision."""
-    n = THRESHOLDS["persist_samples"]
     recent = samples[-n:]
     if len(recent) < n or any(s["lr"] < THRESHOLDS["stalled_lr_fraction"] * s["peak_lr"] for s in recent):
         return None
@@ -199,3 +195,26 @@ def lost_updates(samples: list[dict]) -> Diagnosis | None:
                      f"gradients are not zero: the updates fall below the weights' precision",
                      ["keep fp32 master weights and compute in bf16 (autocast: --precision bf16 does this)",
                       "raise the learning rate", "use fp32 weights for this model"])
+
+
+def _samples(n: int) -> str:
+    return "1 sample" if n == 1 else f"{n} samples"
+
+
+# The sampled rules, in the order the monitor applies them after each sample (and once more when a run ends
+# before their window fills). Each reads (samples, weighted layer names, samples the condition must persist).
+SAMPLED_RULES = [vanishing, dead_units, stalled, underflow, lost_updates, overflow]
+
+
+def nonfinite(step: int, loss: float, layers: list[str], grad_sq: list[float], bad_weights: list[str]) -> Diagnosis:
+    """A NaN or infinite loss or gradient, named by the layer where it shows first: weights that are no longer
+    finite, else a finite loss with non-finite gradients (backward overflowed: the deepest such layer is
+    where it began), else the loss itself (the trainer then looks for the first layer whose output is not
+    finite)."""
+    bad = [name for name, v in zip(layers, grad_sq) if not math.isfinite(v)]
+    if bad_weights:
+        return Diagnosis("nonfinite", step, bad_weights[:1], f"the weights of {bad_weights[0]} are not finite")
+    if not math.isfinite(loss):
+        return Diagnosis("nonfinite", step, [], f"the loss is {loss}")
+    return Diagnosis("nonfinite", step, bad[-1:],
+                     f"the loss is finite but gradients are not, first in {bad[-1] if bad else '?'}")

@@ -12,7 +12,7 @@ from PIL import Image
 from ..data import load_dataset
 from ..data.augment import Augmenter, parse_policy
 from ..errors import CnnlabError
-from ..train.tensors import to_device
+from ..runtime.tensors import to_device
 
 
 def augment_grid(data: str, policy: str, out: Path, rows: int = 4, cols: int = 8, seed: int = 0,

@@ -14,7 +14,7 @@ import optuna
 from ..data import load_dataset
 from ..errors import CnnlabError, TrainingStopped
 from ..models import create_model
-from ..report.summary import measure_latency_ms, summarize
+from ..models.summary import measure_latency_ms, summarize
 from ..train import TrainConfig, train
 from .evolution import RegularizedEvolutionSampler
 from .space import load_space, sample
@@ -121,7 +121,7 @@ def run_search(space_name: str, data: str, trials: int, study: str, out: Path, s
                objectives: tuple[str, ...] = ("accuracy",), pruner: str = "none",
                max_latency: float | None = None) -> optuna.Study:
     """`max_latency` and the `latency` objective: milliseconds per image at batch 1, measured before training
-    on this machine in the precision the trial trains in (see `report.summary.measure_latency_ms`)."""
+    on this machine in the precision the trial trains in (see `models.summary.measure_latency_ms`)."""
     if objectives[0] != "accuracy" or len(set(objectives)) != len(objectives) or \
             any(o not in OBJECTIVES for o in objectives):
         raise CnnlabError(f"--objectives: accuracy first, then any of params, macs, latency; got {','.join(objectives)}")

@@ -15,7 +15,7 @@ import torch
 from ..data.transforms import affine, rotation_theta
 from ..inference import load_run, load_test_split, stats
 from ..train import TrainConfig, train
-from ..train.evaluate import predict_logits
+from ..runtime.evaluate import predict_logits
 
 CONTENDERS = {  # label -> (model, augmentation)
     "plain CNN (z2cnn)": ("z2cnn", ""),

@@ -1,45 +1,24 @@
 """Checkpoints that survive a kill at any moment and load without unpickling.
 
 Layout inside the run folder:
-    checkpoints/step-000120/{model.safetensors, tensors.safetensors, state.json}
+    checkpoints/step-000000120-1/{model.safetensors, tensors.safetensors, state.json}
     checkpoints/latest       (a one-line file naming the newest complete checkpoint folder)
-Each checkpoint is written to a fresh folder, then `latest` is replaced atomically, then older folders
-are removed: until the rename the previous checkpoint stays the current one. Tensors (weights, optimiser
+Each checkpoint is written to a folder of a name never used before in the run (two checkpoints at one step
+get two), then `latest` is replaced atomically, then older folders are removed: until the rename the
+previous checkpoint stays the current one, and no write ever touches it. Tensors (weights, optimiser
 buffers, RNG states) go to safetensors; everything else (step counters, scheduler state) to JSON.
 """
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from ..errors import CnnlabError
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def save_weights(model: torch.nn.Module, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    os.replace(tmp, path)
-
-
-def load_weights(model: torch.nn.Module, path: Path) -> None:
-    if not path.exists():
-        raise CnnlabError(f"{path}: weights file not found")
-    try:
-        model.load_state_dict(load_file(str(path)))
-    except Exception as exc:  # noqa: BLE001
-        raise CnnlabError(f"{path}: cannot load weights ({str(exc).splitlines()[0]})") from None
+from ..runtime.files import atomic_write_text, load_weights, read_tensors, save_tensors, save_weights
 
 
 def split_tensors(obj: Any, tensors: dict[str, torch.Tensor], path: str = "t") -> Any:
@@ -68,31 +47,45 @@ def join_tensors(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
 def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, state: dict) -> Path:
     """Write a complete checkpoint of `model` plus `state` (any nesting of tensors and JSON values)."""
     root = run_dir / "checkpoints"
-    folder = root / f"step-{step:09d}"
-    if folder.exists():  # left by a run killed while writing it: never current, safe to replace
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
+    root.mkdir(parents=True, exist_ok=True)
+    serial = 1 + max((_serial(f.name) for f in root.glob("step-*")), default=0)
+    folder = root / f"step-{step:09d}-{serial}"
+    folder.mkdir()
     save_weights(model, folder / "model.safetensors")
     tensors: dict[str, torch.Tensor] = {}
     skeleton = split_tensors(state, tensors)
-    save_file(tensors, str(folder / "tensors.safetensors"))
-    (folder / "state.json").write_text(json.dumps(skeleton))
-    for f in folder.iterdir():  # make the bytes durable before pointing at them
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
+    save_tensors(tensors, folder / "tensors.safetensors")
+    atomic_write_text(folder / "state.json", json.dumps(skeleton))
     atomic_write_text(root / "latest", folder.name)
-    for old in root.glob("step-*"):
+    for old in root.glob("step-*"):  # the previous checkpoint and any left half-written by a killed run
         if old != folder:
             shutil.rmtree(old, ignore_errors=True)
     return folder
 
 
+def _serial(name: str) -> int:
+    tail = name.rsplit("-", 1)[-1]
+    return int(tail) if name.count("-") >= 2 and tail.isdigit() else 0
+
+
+def _current(root: Path) -> str | None:
+    latest = root / "latest"
+    return latest.read_text().strip() if latest.is_file() else None
+
+
 def load_checkpoint(run_dir: Path, model: torch.nn.Module) -> dict:
-    """Load the newest complete checkpoint into `model`; return its state."""
-    latest = run_dir / "checkpoints" / "latest"
-    if not latest.exists():
+    """Load the newest complete checkpoint into `model`; return its state. A damaged checkpoint is refused
+    in one line naming the file."""
+    root = run_dir / "checkpoints"
+    name = _current(root)
+    if not name:
         raise CnnlabError(f"{run_dir}: no checkpoint to resume from")
-    folder = latest.parent / latest.read_text().strip()
+    folder = root / name
+    if "/" in name or name.startswith(".") or not folder.is_dir():
+        raise CnnlabError(f"{root / 'latest'}: names '{name[:60]}', which is not a checkpoint folder of this run")
     load_weights(model, folder / "model.safetensors")
-    tensors = load_file(str(folder / "tensors.safetensors"))
-    return join_tensors(json.loads((folder / "state.json").read_text()), tensors)
+    tensors = read_tensors(folder / "tensors.safetensors")
+    try:
+        return join_tensors(json.loads((folder / "state.json").read_text()), tensors)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CnnlabError(f"{folder / 'state.json'}: damaged checkpoint state ({exc})") from None

@@ -1,9 +1,20 @@
-"""The run configuration: one flat dataclass, written to the run folder as `config.yaml`."""
+"""The run configuration: one flat dataclass, written to the run folder as `config.yaml`.
+
+Each setting's help text lives beside it (the field's metadata) and is what `cnnlab train --help` prints.
+Settings come in layers, each holding only the keys it sets, merged in this order (later wins):
+    1. the recipe (`recipe: cifar10-fast`, see recipes.py)
+    2. the model config file (`model_config: best_model.yaml`: model and model_kwargs)
+    3. the `--config run.yaml` file
+    4. the command line's options
+A resumed run puts its own `config.yaml` under all of these, so `--resume` alone continues it."""
 from __future__ import annotations
 
 import dataclasses
+import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -12,140 +23,202 @@ from ..errors import CnnlabError
 from .recipes import recipe_settings
 
 
+def setting(default: Any, help: str, **choices: Any) -> Any:  # noqa: A002  (argparse's word)
+    """A config field with its help text (and, for a few, the values it may take)."""
+    kw = {"default_factory": default} if callable(default) else {"default": default}
+    return field(metadata={"help": help, **choices}, **kw)
+
+
 @dataclass
 class TrainConfig:
-    # a named set of defaults (see train/recipes.py); settings given alongside override it
-    recipe: str | None = None
+    # a named set of settings under everything given alongside
+    recipe: str | None = setting(None, "a named set of settings, e.g. cifar10-fast (airbench94's recipe); "
+                                       "options given override it")
     # what to train, on what
-    model_config: str | None = None  # a YAML model spec (model, model_kwargs), e.g. `cnnlab search report`'s
-    model: str = "resnet20"
-    model_kwargs: dict = field(default_factory=dict)
-    data: str = "digits"
-    download: bool = False
-    image_size: int | None = None  # None: the data set's own size (digits: upscaled to 32)
-    holdout: float = 0.2  # folders without test/: fraction (or count, if >= 1) per class held out as test
-    val_fraction: float = 0.1  # of the training split, per class, used to pick the best epoch; 0: use test
-    skip_bad: bool = False
-    augment: str = ""  # batched on the device, e.g. "flip,translate=2" (see data/augment.py)
+    model_config: str | None = setting(None, "YAML file with model and model_kwargs (e.g. best_model.yaml of "
+                                             "`cnnlab search report`)")
+    model: str = setting("resnet20", "model name (see `cnnlab models`)")
+    model_kwargs: dict = setting(dict, "model switches, e.g. bn=false kernel_size=7 activation=sigmoid")
+    data: str = setting("digits", "registered data set or a path (folder, .tar.gz, CIFAR batches, MNIST IDX)")
+    download: bool = setting(False, "fetch a registered data set (cifar10, cifar100, mnist, fashion-mnist) if "
+                                    "absent")
+    image_size: int | None = setting(None, "size models see (default: the data's own; digits: 32); also "
+                                           "resizes images of mixed sizes")
+    holdout: float = setting(0.2, "folders without test/: fraction (<1) or whole count (>=1) per class held out "
+                                  "as the test split")
+    val_fraction: float = setting(0.1, "fraction of the training split per class used to pick the best epoch "
+                                       "(0: use the test split)")
+    skip_bad: bool = setting(False, "skip unreadable images and report how many")
+    augment: str = setting("", "batched augmentation, e.g. flip,translate=4 or crop=0.35,rotate=15:reflect,"
+                               "color=0.4,cutout=8,mixup=0.2 (see `cnnlab augment`)")
     # how long
-    epochs: int = 15
-    batch_size: int = 128
-    early_stop: int = 0  # stop after this many epochs without a better validation accuracy; 0: never
+    epochs: int = setting(15, "passes over the training split (with --resume: a larger number extends a run)")
+    batch_size: int = setting(128, "images per step")
+    early_stop: int = setting(0, "stop after N evaluations without a better validation accuracy (0: never)")
     # optimisation
-    optimizer: str = "sgd"  # sgd (Nesterov momentum) or adamw
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    decay_bn_and_bias: bool = False  # by default BN and bias parameters are exempt from weight decay
-    schedule: str = "onecycle"  # constant, step, cosine or onecycle (linear warm-up, then linear decay)
-    warmup_epochs: float = 1.0
-    warmup_from: float = 0.0  # onecycle: the learning rate starts at this fraction of its peak ...
-    decay_to: float = 0.0  # ... and ends at this fraction
-    step_size: int = 30  # step schedule: epochs between decays
-    gamma: float = 0.1  # step schedule: decay factor
-    label_smoothing: float = 0.0
-    grad_clip: float = 0.0  # max global gradient norm; 0: no clipping
-    norm_lr_scale: float = 1.0  # learning-rate multiplier for batch-norm parameters (their decay per step kept)
-    lookahead: bool = False  # airbench's lookahead: every 5 steps pull the weights toward a slow average
+    optimizer: str = setting("sgd", "sgd (Nesterov momentum) or adamw", choices=("sgd", "adamw"))
+    lr: float = setting(0.1, "peak learning rate")
+    momentum: float = setting(0.9, "SGD momentum")
+    nesterov: bool = setting(True, "Nesterov momentum")
+    weight_decay: float = setting(5e-4, "L2 penalty (decoupled for adamw)")
+    decay_bn_and_bias: bool = setting(False, "also decay batch-norm and bias parameters (exempt by default)")
+    schedule: str = setting("onecycle", "learning-rate schedule: onecycle (linear warm-up, then linear decay), "
+                                        "cosine, step or constant",
+                            choices=("constant", "step", "cosine", "onecycle"))
+    warmup_epochs: float = setting(1.0, "linear warm-up length in epochs (cosine, onecycle)")
+    warmup_from: float = setting(0.0, "onecycle: start the warm-up at this fraction of the peak lr")
+    decay_to: float = setting(0.0, "onecycle: end at this fraction of the peak lr")
+    step_size: int = setting(30, "step schedule: epochs per decay")
+    gamma: float = setting(0.1, "step schedule: decay factor")
+    label_smoothing: float = setting(0.0, "label smoothing of the cross-entropy")
+    grad_clip: float = setting(0.0, "clip the global gradient norm to this (0: off)")
+    norm_lr_scale: float = setting(1.0, "lr multiplier for batch-norm parameters (their decay per step kept)")
+    lookahead: bool = setting(False, "airbench's lookahead: every 5 steps pull the weights toward a slow average")
     # gradient health (see diagnose/)
-    monitor_every: int = 10  # steps between per-layer samples of the gradient monitor; 0: off
-    on_nonfinite: str = "stop"  # a NaN/inf loss or gradient: stop (with the diagnosis), skip the step, or roll
-    # back to the last checkpoint; skip and rollback also halve the learning rate
+    monitor_every: int = setting(10, "steps between per-layer gradient-health samples, after dense sampling in "
+                                     "the first 10 steps (0: monitor off; NaN checks stay on)")
+    on_nonfinite: str = setting("stop", "a NaN/inf loss or gradient: stop (with the diagnosis), skip the step, or "
+                                        "rollback to the last checkpoint; skip and rollback halve the lr",
+                                choices=("stop", "skip", "rollback"))
     # evaluation
-    eval_every: int = 1  # epochs between validation passes; 0: only after the last epoch
-    tta: int = 0  # test-time augmentation: 0 none, 1 mirror, 2 mirror and 1-pixel translations
+    eval_every: int = setting(1, "epochs between validation passes (0: after the last epoch only)")
+    tta: int = setting(0, "test-time augmentation: 0 none, 1 mirror, 2 mirror + 1-pixel translations",
+                       choices=(0, 1, 2))
     # where and how
-    device: str = "auto"  # auto, cpu or cuda
-    precision: str = "auto"  # auto, fp32, bf16 or fp16 (fp16: fast on CUDA; emulated and slow on CPUs)
-    loss_scaling: bool = True  # fp16: dynamic loss scaling (off only to watch gradients underflow)
-    compile: bool = False  # torch.compile the model (slow start; helps most on GPUs)
-    keep_freed_memory: bool = True  # CPU on Linux: reuse freed memory instead of page-faulting it in each step
-    sync_bn: bool = False  # distributed runs: batch-norm statistics over the global batch
-    seed: int = 0
-    out: str | None = None  # run folder; None: runs/<model>-<data>-<time>
-    checkpoint_every: int = 0  # also checkpoint every N steps (0: at the end of each epoch only)
-    log_every: int = 10  # steps between metrics lines and progress-bar refreshes
-    quiet: bool = False
+    device: str = setting("auto", "auto, cpu or cuda", choices=("auto", "cpu", "cuda"))
+    precision: str = setting("auto", "auto, fp32, bf16 or fp16 (auto: bf16 where the hardware does it natively, "
+                                     "else fp32; fp16 is emulated on CPUs)",
+                             choices=("auto", "fp32", "bf16", "fp16"))
+    loss_scaling: bool = setting(True, "fp16: dynamic loss scaling (off only to watch gradients underflow)")
+    compile: bool = setting(False, "torch.compile the model (slow start; helps most on GPUs)")
+    keep_freed_memory: bool = setting(True, "CPU on Linux: keep freed memory for the next step (faster; the "
+                                            "process keeps its peak memory until it exits)")
+    sync_bn: bool = setting(False, "distributed runs: batch-norm statistics over all ranks")
+    seed: int = setting(0, "random seed, 0 to 2^32-1 (same seed, same machine: identical weights)")
+    out: str | None = setting(None, "run folder (default: runs/<model>-<data>-<time>)")
+    checkpoint_every: int = setting(0, "also checkpoint every N steps (0: at the end of each epoch only)")
+    log_every: int = setting(10, "steps between metric lines and progress-bar refreshes")
+    tensorboard: bool = setting(False, "also write TensorBoard event files to <out>/tensorboard "
+                                       "(pip install 'cnnlab[tensorboard]')")
+    quiet: bool = setting(False, "no progress bar (the result is still printed)")
 
     def validate(self) -> "TrainConfig":
-        choices = {"optimizer": ("sgd", "adamw"), "schedule": ("constant", "step", "cosine", "onecycle"),
-                   "device": ("auto", "cpu", "cuda"), "precision": ("auto", "fp32", "bf16", "fp16"),
-                   "on_nonfinite": ("stop", "skip", "rollback")}
-        for key, allowed in choices.items():
-            if getattr(self, key) not in allowed:
-                raise CnnlabError(f"--{key.replace('_', '-')} must be one of {', '.join(allowed)}, "
-                                  f"got '{getattr(self, key)}'")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            allowed = f.metadata.get("choices")
+            if allowed and value not in allowed:
+                raise CnnlabError(f"{flag(f.name)} must be one of {', '.join(map(str, allowed))}, got {value!r}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise CnnlabError(f"{flag(f.name)} must be a finite number, got {value}")
         for key in ("epochs", "batch_size", "log_every"):
             if getattr(self, key) < 1:
-                raise CnnlabError(f"--{key.replace('_', '-')} must be at least 1, got {getattr(self, key)}")
+                raise CnnlabError(f"{flag(key)} must be at least 1, got {getattr(self, key)}")
         for key in ("lr", "weight_decay", "label_smoothing", "grad_clip", "warmup_epochs", "momentum",
-                    "checkpoint_every", "early_stop", "eval_every", "monitor_every", "norm_lr_scale", "warmup_from", "decay_to"):
+                    "checkpoint_every", "early_stop", "eval_every", "monitor_every", "norm_lr_scale",
+                    "warmup_from", "decay_to", "step_size", "gamma"):
             if getattr(self, key) < 0:
-                raise CnnlabError(f"--{key.replace('_', '-')} must not be negative, got {getattr(self, key)}")
+                raise CnnlabError(f"{flag(key)} must not be negative, got {getattr(self, key)}")
+        if not 0 <= self.seed < 2 ** 32:
+            raise CnnlabError(f"--seed must be between 0 and 2^32-1, got {self.seed}")
         if not 0 <= self.val_fraction < 1:
             raise CnnlabError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         if self.label_smoothing >= 1:
             raise CnnlabError(f"--label-smoothing must be below 1, got {self.label_smoothing}")
-        if self.tta not in (0, 1, 2):
-            raise CnnlabError(f"--tta must be 0 (none), 1 (mirror) or 2 (mirror and translations), got {self.tta}")
+        if self.holdout <= 0 or (self.holdout >= 1 and self.holdout != int(self.holdout)):
+            raise CnnlabError(f"--holdout must be a fraction in (0, 1) or a whole number of images per class, "
+                              f"got {self.holdout:g}")
         parse_policy(self.augment)
         if self.image_size is not None and self.image_size < 1:
             raise CnnlabError(f"--image-size must be positive, got {self.image_size}")
+        if not self.data:
+            raise CnnlabError("--data is empty: name a data set or a path")
         return self
 
     @classmethod
     def from_dict(cls, values: dict, source: str = "config") -> "TrainConfig":
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        if values.get("model_config") is not None:  # the model file's settings under those given
-            values = {**_read_model_config(values["model_config"], known), **values}
-        if values.get("recipe") is not None:  # the recipe's settings first, then everything given
-            values = {**recipe_settings(values["recipe"]), **values}
-        for key in values:
-            if key not in known:
-                raise CnnlabError(f"{source}: unknown setting '{key}'")
-        cfg = cls()
-        for key, value in values.items():
-            default = getattr(cfg, key)
-            try:
-                if isinstance(default, bool):
-                    if not isinstance(value, bool):
-                        raise ValueError
-                elif isinstance(default, float) and isinstance(value, (int, float)):
-                    value = float(value)
-                elif isinstance(default, int) and not isinstance(value, int):
-                    raise ValueError
-            except ValueError:
-                raise CnnlabError(f"{source}: '{key}' must be a {type(default).__name__}, got {value!r}") from None
-            setattr(cfg, key, value)
-        return cfg.validate()
+        """A config from the keys `values` sets, over the recipe and model config it names."""
+        return resolve([values], [source])
 
     @classmethod
     def from_yaml(cls, path: Path) -> "TrainConfig":
-        try:
-            values = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError:
-            raise CnnlabError(f"{path}: config file not found") from None
-        except yaml.YAMLError as exc:
-            raise CnnlabError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(values, dict):
-            raise CnnlabError(f"{path}: expected a mapping of settings")
-        return cls.from_dict(values, str(path))
+        return resolve([read_settings(path)], [str(path)])
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-def _read_model_config(path: str, known: dict) -> dict:
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+_TYPES = typing.get_type_hints(TrainConfig)
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def resolve(layers: list[dict], sources: list[str]) -> TrainConfig:
+    """Merge layers of settings (each only the keys it sets; later layers win) over the recipe and the model
+    config file that any of them names, check every value's type, and validate the result."""
+    for values, source in zip(layers, sources):
+        check_types(values, source)
+    merged: dict = {}
+    for values in layers:
+        merged.update(values)
+    below: list[dict] = []
+    if merged.get("recipe") is not None:
+        below.append(check_types(recipe_settings(merged["recipe"]), f"recipe {merged['recipe']}"))
+    if merged.get("model_config") is not None:
+        below.append(read_model_config(merged["model_config"]))
+    values = {}
+    for layer in [*below, *layers]:
+        values.update(layer)
+    return TrainConfig(**values).validate()
+
+
+def check_types(values: dict, source: str) -> dict:
+    """Refuse unknown keys and values of the wrong type in one line; ints are accepted for floats."""
+    if not isinstance(values, dict):
+        raise CnnlabError(f"{source}: expected a mapping of settings, got {type(values).__name__}")
+    for key, value in list(values.items()):
+        if key not in FIELDS:
+            raise CnnlabError(f"{source}: unknown setting '{key}'")
+        kinds = typing.get_args(_TYPES[key]) or (_TYPES[key],)
+        if value is None and type(None) in kinds:
+            continue
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            values[key] = float(value)
+            continue
+        if not any(isinstance(value, k) and not (k is int and isinstance(value, bool)) for k in kinds
+                   if k is not type(None)):
+            wanted = " or ".join(k.__name__ for k in kinds if k is not type(None))
+            raise CnnlabError(f"{source}: '{key}' must be {_article(wanted)} {wanted}, got {value!r}")
+    return values
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def read_settings(path: Path) -> dict:
+    """The settings a YAML file sets, and nothing else."""
+    path = Path(path)
+    if path.is_dir():
+        raise CnnlabError(f"{path}: is a folder, not a YAML file of settings")
     try:
-        values = yaml.safe_load(Path(path).read_text())
+        values = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise CnnlabError(f"--model-config {path}: file not found") from None
-    except yaml.YAMLError as exc:
-        raise CnnlabError(f"--model-config {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(values, dict) or "model" not in values:
-        raise CnnlabError(f"--model-config {path}: expected a mapping with 'model' (and 'model_kwargs')")
-    unknown = set(values) - set(known)
-    if unknown:
-        raise CnnlabError(f"--model-config {path}: unknown setting '{sorted(unknown)[0]}'")
+        raise CnnlabError(f"{path}: config file not found") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise CnnlabError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except OSError as exc:
+        raise CnnlabError(f"{path}: cannot read ({exc.strerror})") from None
+    return check_types({} if values is None else values, str(path))
+
+
+def read_model_config(path: str) -> dict:
+    values = read_settings(Path(path)) if Path(path).exists() else None
+    if values is None:
+        raise CnnlabError(f"--model-config {path}: file not found")
+    if "model" not in values or {"recipe", "model_config"} & set(values):
+        raise CnnlabError(f"--model-config {path}: expected a mapping with 'model' (and 'model_kwargs', and "
+                          f"training settings such as lr), naming no recipe or other model config")
     return values

@@ -24,7 +24,7 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
         scale = cfg.norm_lr_scale if id(p) in norm_ids and cfg.norm_lr_scale != 1 else 1.0
         key = f"{decays}-{scale}"
         if key not in groups:
-            groups[key] = {"params": [], "lr": cfg.lr * scale,
+            groups[key] = {"params": [], "lr": cfg.lr * scale, "initial_lr": cfg.lr * scale,
                            "weight_decay": cfg.weight_decay / scale if decays else 0.0}
         groups[key]["params"].append(p)
     return list(groups.values())
@@ -54,6 +54,19 @@ def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
     return max(0.0, 1.0 - (1 - cfg.decay_to) * progress)  # onecycle: linear decay after the warm-up
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig,
-                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(cfg, s, steps_per_epoch))
+def set_lr(optimizer: torch.optim.Optimizer, cfg: TrainConfig, step: int, steps_per_epoch: int,
+           halvings: int = 0) -> float:
+    """Set every group's learning rate for optimiser step `step` (0-based), as nanoGPT's get_lr: its own
+    peak times the schedule's factor, halved once for each recovery from a non-finite step. Returns the
+    first group's rate."""
+    factor = lr_factor(cfg, step, steps_per_epoch) * 0.5 ** halvings
+    for group in optimizer.param_groups:
+        group["lr"] = group["initial_lr"] * factor
+    return optimizer.param_groups[0]["lr"]
+
+
+def lr_at(optimizer: torch.optim.Optimizer, cfg: TrainConfig, step: int, steps_per_epoch: int,
+          halvings: int = 0) -> float:
+    """The first group's learning rate for step `step`, without setting it: after N steps, what the
+    metrics log records as the rate at that point."""
+    return optimizer.param_groups[0]["initial_lr"] * lr_factor(cfg, step, steps_per_epoch) * 0.5 ** halvings

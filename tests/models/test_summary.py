@@ -5,7 +5,7 @@ import pytest
 import torch.nn as nn
 
 import cnnlab
-from cnnlab.report.summary import parse_input_shape, summarize
+from cnnlab.models.summary import parse_input_shape, summarize
 
 
 def test_hand_computed_stack():
@@ -42,7 +42,7 @@ def test_parse_input_shape():
 
 def test_latency_is_measured_and_grows_with_the_work(capsys):
     from cnnlab.cli import main
-    from cnnlab.report.summary import measure_latency_ms
+    from cnnlab.models.summary import measure_latency_ms
 
     small = cnnlab.create_model("cnn", num_classes=10, arch={"stages": [{"blocks": 1, "width": 8, "kernel": 3}]})
     large = cnnlab.create_model("cnn", num_classes=10, arch={"stages": [{"blocks": 2, "width": 128, "kernel": 5}]})

@@ -45,9 +45,11 @@ def start(device_name: str) -> Ranks:
     return ranks
 
 
-def stop(ranks: Ranks) -> None:
+def stop(ranks: Ranks, barrier: bool = True) -> None:
+    """Leave the process group. `barrier=False` after an error: the peers may never reach the barrier."""
     if ranks.distributed and dist.is_initialized():
-        dist.barrier()  # tearing gloo down while a peer is still in a collective aborts the process
+        if barrier:
+            dist.barrier()  # tearing gloo down while a peer is still in a collective aborts the process
         dist.destroy_process_group()
 
 

@@ -14,6 +14,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from ..errors import CnnlabError
+from ..runtime.device import autocast, resolve_device, resolve_precision, to_channels_last
 
 _WINDOWED = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
 _GLOBAL = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Linear, nn.Flatten)
@@ -191,7 +192,6 @@ def measure_latency_ms(model: nn.Module, input_shape: tuple[int, int, int], devi
     import statistics
     import time
 
-    from ..train.device import autocast, resolve_device, resolve_precision, to_channels_last  # train imports us
 
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)

@@ -1,0 +1,75 @@
+"""Files written so that a kill at any moment leaves either the old file or the new one, never half of
+one, and weights that load without unpickling anything (safetensors)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..errors import CnnlabError
+
+
+def _publish(tmp: Path, path: Path) -> None:
+    """Give the finished temporary file the mode an ordinary new file gets here, make its bytes durable,
+    then rename it over `path` (safetensors creates its files 0600; the rest of a run folder is not)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    _publish(tmp, path)
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Tensors to a safetensors file, atomically. Each tensor is copied to the CPU on its own, so that two
+    entries that share memory (safetensors refuses those) are saved as two."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}, str(tmp))
+    _publish(tmp, path)
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise CnnlabError(f"{path}: file not found")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CnnlabError(f"{path}: not a readable safetensors file ({str(exc).splitlines()[0]})") from None
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    save_tensors(model.state_dict(), path)
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    """Load a weights file into `model`, refusing in one line a file whose keys or shapes do not fit it, or
+    whose values are not finite (a damaged or tampered file would otherwise predict NaN)."""
+    path = Path(path)
+    if not path.exists():
+        raise CnnlabError(f"{path}: weights file not found")
+    state = read_tensors(path)
+    expected = model.state_dict()
+    for key, value in expected.items():
+        if key not in state:
+            raise CnnlabError(f"{path}: no weights for '{key}' (the model expects shape {tuple(value.shape)})")
+        if tuple(state[key].shape) != tuple(value.shape):
+            raise CnnlabError(f"{path}: '{key}' has shape {tuple(state[key].shape)}, the model expects "
+                              f"{tuple(value.shape)}")
+        if state[key].is_floating_point() and not torch.isfinite(state[key]).all():
+            raise CnnlabError(f"{path}: '{key}' holds NaN or infinite values; the weights are damaged")
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        raise CnnlabError(f"{path}: '{extra[0]}' is not a weight of this model")
+    model.load_state_dict(state)

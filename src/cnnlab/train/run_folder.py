@@ -1,0 +1,185 @@
+"""A run folder and every file in it, for the trainer that writes it and for every command that reads it
+(`eval`, `predict`, `diagnose`, `invariance`, `search`, the studies):
+
+    config.yaml       the settings that trained, every one of them
+    model.json        how to rebuild the model: name, switches, classes, channels, image size, normalisation
+    metrics.jsonl     a JSON line per logged step, per epoch, per gradient-health sample and per diagnosis
+    checkpoints/      the newest complete checkpoint (see checkpoint.py)
+    best.safetensors, last.safetensors   the weights chosen on validation, and the last ones
+    summary.json      the result, written when training ends (or stops)
+    .lock             held by the training process that writes the folder
+
+Everything read back is checked: a damaged or tampered file is refused in one line naming it."""
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+from pathlib import Path
+
+import torch
+import yaml
+
+from ..errors import CnnlabError
+from ..runtime.files import atomic_write_text, load_weights, save_weights
+from .checkpoint import load_checkpoint, save_checkpoint
+
+# model.json: each key and the check its value must pass
+_SPEC = {
+    "model": lambda v: isinstance(v, str) and 0 < len(v) < 100,
+    "model_kwargs": lambda v: isinstance(v, dict),
+    "num_classes": lambda v: _int(v) and 2 <= v <= 100_000,
+    "in_channels": lambda v: _int(v) and 1 <= v <= 64,
+    "image_size": lambda v: _int(v) and 1 <= v <= 4096,
+    "mean": lambda v: isinstance(v, list) and all(_real(x) for x in v),
+    "std": lambda v: isinstance(v, list) and all(_real(x) and x > 0 for x in v),
+    "classes": lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v),
+}
+
+
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _real(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+class RunFolder:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.config = self.path / "config.yaml"
+        self.spec = self.path / "model.json"
+        self.metrics = self.path / "metrics.jsonl"
+        self.summary = self.path / "summary.json"
+        self._lock = None
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def weights(self, which: str = "best") -> Path:
+        if which not in ("best", "last"):
+            raise CnnlabError(f"--weights must be best or last, got '{which}'")
+        return self.path / f"{which}.safetensors"
+
+    # -- the trainer's side ---------------------------------------------------------------------------------
+    @property
+    def has_checkpoint(self) -> bool:
+        return (self.path / "checkpoints" / "latest").is_file()
+
+    @property
+    def holds_a_run(self) -> bool:
+        return self.has_checkpoint or self.summary.exists()
+
+    def claim(self) -> None:
+        """Take the folder for one training process: a second writer is refused while the first lives; the
+        lock of a dead process is released by the kernel, so it is taken over."""
+        if self.path.exists() and not self.path.is_dir():
+            raise CnnlabError(f"--out {self.path}: is a file, not a folder")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path / ".lock", "a+")
+        except OSError as exc:
+            raise CnnlabError(f"--out {self.path}: cannot write there ({exc.strerror})") from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            handle.close()
+            raise CnnlabError(f"--out {self.path}: another training ({owner}) is writing this folder; wait for "
+                              f"it or choose another folder") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        self._lock = handle
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # closing drops the flock
+            self._lock = None
+
+    def create(self, config: dict, spec: dict) -> None:
+        atomic_write_text(self.config, yaml.safe_dump(config, sort_keys=False))
+        atomic_write_text(self.spec, json.dumps(spec, indent=1))
+        self.metrics.write_text("")
+
+    def write_summary(self, summary: dict) -> None:
+        atomic_write_text(self.summary, json.dumps(summary, indent=1))
+
+    def save_weights(self, model: torch.nn.Module, which: str) -> None:
+        save_weights(model, self.weights(which))
+
+    def save_checkpoint(self, step: int, model: torch.nn.Module, state: dict) -> None:
+        save_checkpoint(self.path, step, model, state)
+
+    def load_checkpoint(self, model: torch.nn.Module) -> dict:
+        return load_checkpoint(self.path, model)
+
+    # -- the readers' side ----------------------------------------------------------------------------------
+    def require(self, what: str = "--checkpoint") -> "RunFolder":
+        if not self.path.is_dir() or not self.spec.is_file():
+            raise CnnlabError(f"{what} {self.path}: not a cnnlab run folder (no model.json)")
+        return self
+
+    def read_config(self) -> dict:
+        """config.yaml as a mapping (its values are checked by the config's own rules)."""
+        try:
+            values = yaml.safe_load(self.config.read_text())
+        except FileNotFoundError:
+            raise CnnlabError(f"{self.config}: missing; the run folder is incomplete") from None
+        except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
+            raise CnnlabError(f"{self.config}: not a valid run config ({str(exc).splitlines()[0]})") from None
+        if not isinstance(values, dict):
+            raise CnnlabError(f"{self.config}: expected a mapping of settings, got {type(values).__name__}")
+        return values
+
+    def read_spec(self) -> dict:
+        """model.json, each value checked; `classes` must name every class."""
+        self.require()
+        try:
+            spec = json.loads(self.spec.read_text())
+        except (ValueError, OSError) as exc:
+            raise CnnlabError(f"{self.spec}: not valid JSON ({exc})") from None
+        if not isinstance(spec, dict):
+            raise CnnlabError(f"{self.spec}: expected a JSON object, got {type(spec).__name__}")
+        for key, ok in _SPEC.items():
+            if key not in spec:
+                raise CnnlabError(f"{self.spec}: '{key}' is missing")
+            if not ok(spec[key]):
+                raise CnnlabError(f"{self.spec}: '{key}' has an impossible value {str(spec[key])[:60]}")
+        if len(spec["classes"]) != spec["num_classes"] or \
+                not len(spec["mean"]) == len(spec["std"]) == spec["in_channels"]:
+            raise CnnlabError(f"{self.spec}: classes, mean and std do not match num_classes and in_channels")
+        return spec
+
+    def read_summary(self) -> dict:
+        try:
+            summary = json.loads(self.summary.read_text())
+        except FileNotFoundError:
+            raise CnnlabError(f"{self.path}: no summary.json; the run has not finished") from None
+        except (ValueError, OSError) as exc:
+            raise CnnlabError(f"{self.summary}: not valid JSON ({exc})") from None
+        if not isinstance(summary, dict):
+            raise CnnlabError(f"{self.summary}: expected a JSON object")
+        return summary
+
+    def read_metrics(self) -> list[dict]:
+        """Every record of metrics.jsonl, each a JSON object with a type."""
+        if not self.metrics.is_file():
+            raise CnnlabError(f"{self.path}: not a cnnlab run folder (no metrics.jsonl)")
+        records = []
+        for n, line in enumerate(self.metrics.read_text(errors="replace").splitlines(), 1):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                raise CnnlabError(f"{self.metrics}: line {n} is not JSON; the file is damaged") from None
+            if not isinstance(record, dict) or not isinstance(record.get("type"), str):
+                raise CnnlabError(f"{self.metrics}: line {n} is not a metrics record")
+            records.append(record)
+        return records
+
+    def load_weights(self, model: torch.nn.Module, which: str = "best") -> None:
+        load_weights(model, self.weights(which))

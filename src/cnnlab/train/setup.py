@@ -1,0 +1,253 @@
+"""Everything a training run needs before its first step, built once and returned as one object: the
+processes, device and precision, the run folder, the data as device tensors, the model (DDP-wrapped when
+distributed), the optimiser, the step, the gradient monitor and the sinks."""
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .. import __version__
+from ..data import load_dataset, stratified_split
+from ..data.augment import Augmenter, parse_policy
+from ..diagnose.monitor import GradientMonitor
+from ..errors import CnnlabError
+from ..models.equivariant import equivariance_note
+from ..models.summary import ModelSummary, summarize
+from ..runtime import distributed
+from ..runtime.device import (keep_freed_memory, resolve_device, resolve_precision, to_channels_last,
+                              use_all_cores)
+from ..runtime.memory import create_model_within_memory, ensure_fits
+from ..runtime.tensors import channel_stats, normalize, to_device
+from .config import TrainConfig
+from .lookahead import Lookahead
+from .optim import build_optimizer
+from .run_folder import RunFolder
+from .sinks import Callbacks, MetricsLog, ProgressBar, Sink, Sinks, TensorBoard
+from .step import Recovery, Stepper
+
+# settings that may differ when a run is resumed: they change how it runs, not what it computes
+RESUMABLE = ("quiet", "log_every", "compile", "keep_freed_memory", "tensorboard", "out", "epochs", "early_stop")
+
+
+@dataclass
+class Split:
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+@dataclass
+class Run:
+    cfg: TrainConfig
+    ranks: distributed.Ranks
+    device: torch.device
+    precision: str
+    threads: int
+    folder: RunFolder
+    dataset: object
+    size: int
+    stats: ModelSummary
+    train: Split
+    val: Split | None  # None: the best epoch is chosen on the test split
+    test: Split
+    mean: torch.Tensor
+    std: torch.Tensor
+    augment: Augmenter
+    model: nn.Module
+    net: nn.Module  # what a step calls: the model, DDP-wrapped when distributed
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    lookahead: Lookahead | None
+    monitor: GradientMonitor | None
+    step: Stepper
+    recovery: Recovery
+    sinks: Sinks
+    batch: int
+    steps_per_epoch: int
+    total_steps: int
+    environment: dict = field(default_factory=dict)
+
+    def close(self) -> None:
+        """However training ends: close the sinks and the monitor, release the folder and the process group."""
+        self.sinks.close()
+        if self.monitor is not None:
+            self.monitor.close()
+        self.folder.release()
+        self.net = self.step = None  # DDP's reducer must go before its process group, or gloo can abort
+        gc.collect()
+        distributed.stop(self.ranks)
+
+
+def setup(cfg: TrainConfig, resume: bool, callbacks: Callbacks) -> Run:
+    cfg.validate()
+    ranks = distributed.start(cfg.device)
+    try:
+        return _setup(cfg, resume, callbacks, ranks)
+    except BaseException:
+        distributed.stop(ranks, barrier=False)
+        raise
+
+
+def _setup(cfg: TrainConfig, resume: bool, callbacks: Callbacks, ranks: distributed.Ranks) -> Run:
+    threads = use_all_cores(ranks.local_world)
+    device = resolve_device(cfg.device, ranks.local_rank)
+    precision = resolve_precision(cfg.precision, device)
+    if device.type == "cpu" and cfg.keep_freed_memory:
+        keep_freed_memory()
+    if cfg.sync_bn and ranks.distributed and device.type != "cuda":
+        raise CnnlabError("--sync-bn needs CUDA GPUs (torch's SyncBatchNorm); on CPUs each rank normalises "
+                          "its own share of the batch")
+    if ranks.distributed and not cfg.out:
+        raise CnnlabError("distributed runs need --out: each process would otherwise pick its own folder")
+    folder = RunFolder(cfg.out or f"runs/{cfg.model}-{Path(cfg.data).name.split('.')[0]}-"
+                                  f"{datetime.now():%Y%m%d-%H%M%S}")
+    if resume and not folder.has_checkpoint:
+        raise CnnlabError(f"--resume: {folder} holds no checkpoint to continue from")
+    if not resume and folder.holds_a_run:
+        raise CnnlabError(f"--out {folder} already holds a run; add --resume to continue it or choose "
+                          f"another folder")
+    if resume:
+        check_resumable(folder, cfg)
+
+    # Data: decoded once, split into train / val / test, moved to the device as uint8. Rank 0 loads first
+    # (downloading and filling the cache); the other ranks then read the cache.
+    if not ranks.main:
+        distributed.barrier(ranks)
+    ds = load_dataset(cfg.data, download=cfg.download, holdout=cfg.holdout, image_size=cfg.image_size,
+                      skip_bad=cfg.skip_bad)
+    if ranks.main:
+        distributed.barrier(ranks)
+    if ds.image_size[0] != ds.image_size[1] and cfg.image_size is None:
+        raise CnnlabError(f"{cfg.data}: images are {ds.image_size[1]}x{ds.image_size[0]}, not square; "
+                          f"pass --image-size N")
+    size = cfg.image_size or ds.default_image_size or ds.image_size[0]
+    check_trainable(ds, cfg)
+    ensure_fits((len(ds.train_y) + len(ds.test_y)) * ds.channels * size * size, device,
+                f"the data at --image-size {size}")
+    torch.manual_seed(cfg.seed)
+    model = create_model_within_memory(cfg.model, device, num_classes=ds.num_classes, in_channels=ds.channels,
+                                       **cfg.model_kwargs)
+    minimum = getattr(model, "min_input_size", 1)
+    if size < minimum:
+        raise CnnlabError(f"{cfg.model} needs inputs of at least {minimum}x{minimum}, the data is {size}x{size}; "
+                          f"pass --image-size {minimum} or larger")
+    note = equivariance_note(model, size, ds.channels, cfg.model)
+    if note:
+        ds.notes.append(note)
+        if ranks.main:
+            print(f"warning: {note}", file=sys.stderr)
+    stats = summarize(model, (ds.channels, size, size), cfg.model)
+    if cfg.val_fraction > 0:
+        fit_idx, val_idx = stratified_split(ds.train_y, cfg.val_fraction, cfg.seed)
+    else:
+        fit_idx, val_idx = slice(None), None
+    mean, std = channel_stats(ds.train_x[fit_idx])
+    train = Split(*to_device(ds.train_x[fit_idx], ds.train_y[fit_idx], size, device))
+    test = Split(*to_device(ds.test_x, ds.test_y, size, device))
+    val = Split(*to_device(ds.train_x[val_idx], ds.train_y[val_idx], size, device)) if val_idx is not None else None
+    mean_t = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
+
+    model = to_channels_last(model.to(device))
+    if hasattr(model, "init_from_data"):  # e.g. airbench's whitening layer, fitted to the training images
+        model.init_from_data(normalize(train.x[:5000], mean_t, std_t))
+    batch = min(cfg.batch_size, len(train.x))
+    if batch % ranks.world:
+        raise CnnlabError(f"--batch-size {batch} must be divisible by the {ranks.world} processes")
+    steps_per_epoch = len(train.x) // batch  # the ragged last batch is dropped: BN needs full batches
+    net = distributed.wrap(model, ranks, cfg.sync_bn)
+    if cfg.sync_bn and ranks.distributed:
+        model = net.module  # SyncBatchNorm replaced the norm layers: train and save that model
+    if cfg.compile:
+        net = torch.compile(net)
+    optimizer = build_optimizer(model, cfg)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16" and cfg.loss_scaling)
+    monitor = GradientMonitor(model, cfg.monitor_every, precision) if cfg.monitor_every else None
+
+    environment = describe_environment(device, precision, ranks.world)
+    if ranks.main:
+        folder.claim()
+    if ranks.main and not resume:
+        spec = {"model": cfg.model, "model_kwargs": cfg.model_kwargs, "num_classes": ds.num_classes,
+                "in_channels": ds.channels, "image_size": size, "mean": mean, "std": std, "classes": ds.classes,
+                "precision": precision, "tta": cfg.tta, "data": cfg.data, "holdout": cfg.holdout,
+                "environment": environment}
+        folder.create(cfg.to_dict(), spec)
+    sinks: list[Sink] = [callbacks]
+    if ranks.main:
+        sinks = [MetricsLog(folder.metrics), *sinks,
+                 ProgressBar(cfg.epochs * steps_per_epoch, batch, f"{cfg.model} on {ds.name}", cfg.epochs,
+                             cfg.quiet)]
+        if cfg.tensorboard:
+            sinks.append(TensorBoard(folder.path / "tensorboard"))
+    return Run(cfg=cfg, ranks=ranks, device=device, precision=precision, threads=threads, folder=folder,
+               dataset=ds, size=size, stats=stats, train=train, val=val, test=test, mean=mean_t, std=std_t,
+               augment=Augmenter(parse_policy(cfg.augment), len(train.x), cfg.seed), model=model, net=net,
+               optimizer=optimizer, scaler=scaler, lookahead=Lookahead(model) if cfg.lookahead else None,
+               monitor=monitor, step=Stepper(net, model, optimizer, scaler, device, precision, cfg.grad_clip,
+                                             monitor),
+               recovery=Recovery(cfg.on_nonfinite), sinks=Sinks(sinks), batch=batch,
+               steps_per_epoch=steps_per_epoch, total_steps=cfg.epochs * steps_per_epoch,
+               environment=environment)
+
+
+def check_resumable(folder: RunFolder, cfg: TrainConfig) -> None:
+    saved = folder.read_config()
+    for key, value in cfg.to_dict().items():
+        if key not in RESUMABLE and saved.get(key) != value:
+            raise CnnlabError(f"--resume: '{key}' was {saved.get(key)!r} in {folder}, now {value!r}; "
+                              f"resume with the same settings")
+    if cfg.epochs < saved.get("epochs", 0):
+        raise CnnlabError(f"--resume: --epochs {cfg.epochs} is fewer than the run's {saved['epochs']}; a run can "
+                          f"be extended, not shortened")
+
+
+def check_trainable(ds, cfg: TrainConfig) -> None:
+    """Refuse, before any training, data that cannot give a meaningful result."""
+    if ds.num_classes < 2:
+        raise CnnlabError(f"{cfg.data}: only one class ({ds.classes[0] if ds.classes else '?'}); a classifier "
+                          f"needs at least two")
+    counts = torch.bincount(torch.as_tensor(ds.train_y, dtype=torch.long), minlength=ds.num_classes)
+    need = 2 if cfg.val_fraction > 0 else 1
+    if int(counts.min()) < need:
+        c = int(counts.argmin())
+        raise CnnlabError(f"{cfg.data}: class '{ds.classes[c]}' has {int(counts[c])} training image(s); each class "
+                          f"needs at least {need} (one to train on{', one to validate on' if need == 2 else ''})")
+    if len(ds.test_y) == 0:
+        raise CnnlabError(f"{cfg.data}: the test split is empty; hold out images with --holdout")
+
+
+def describe_environment(device: torch.device, precision: str, processes: int) -> dict:
+    """What ran the training: versions, the code's git commit (when it has one), hardware and precision."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    if device.type == "cuda":
+        hardware = torch.cuda.get_device_name(device)
+    else:
+        hardware = _cpu_name()
+    return {"cnnlab": __version__, "torch": torch.__version__, "python": platform.python_version(),
+            "git_commit": commit, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "hardware": hardware, "device": str(device), "precision": precision, "processes": processes,
+            "host": platform.node() if os.environ.get("CNNLAB_RECORD_HOST", "1") == "1" else None}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
