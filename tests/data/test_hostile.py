@@ -223,6 +223,40 @@ def test_bad_cap_setting_is_one_line(tmp_path, monkeypatch):
     refused("CNNLAB_MAX_MEMBER_BYTES", str(write_tar(tmp_path / "x.tar", class_members())))
 
 
+def _with_link(archive, name, target, kind=tarfile.SYMTYPE):
+    write_tar(archive, class_members())
+    with tarfile.open(archive, "a") as tar:
+        info = tarfile.TarInfo(name)
+        info.type, info.linkname = kind, target
+        tar.addfile(info)
+    return str(archive)
+
+
+def test_links_inside_an_archive_are_followed_and_links_out_refused(tmp_path):
+    ds = load_dataset(_with_link(tmp_path / "s.tar", "a/link.png", "0001.png"), holdout=1)
+    assert np.bincount(ds.train_y).tolist() == [8, 7, 7]
+    ds = load_dataset(_with_link(tmp_path / "h.tar", "b/hard.png", "a/0001.png", tarfile.LNKTYPE), holdout=1)
+    assert np.bincount(ds.train_y).tolist() == [7, 8, 7]
+    refused(r"member 'a/link.png'.*absolute path", _with_link(tmp_path / "abs.tar", "a/link.png", "/etc/passwd"))
+    refused(r"member 'a/link.png'.*outside", _with_link(tmp_path / "up.tar", "a/link.png", "../../x.png"))
+    refused(r"a/link.png: a link to 'nothere.png'", _with_link(tmp_path / "gone.tar", "a/link.png", "nothere.png"))
+
+
+@pytest.mark.parametrize("size, match", [(0, ">= 1"), (-3, ">= 1"), (2.5, "whole number"), (True, "whole number"),
+                                         (100000, "over the limit")])
+def test_bad_image_size_is_refused_before_decoding(tmp_path, size, match):
+    write_folder(tmp_path / "d", per_class=3)
+    refused(f"--image-size.*{match}", str(tmp_path / "d"), holdout=1, image_size=size)
+
+
+def test_decoded_images_are_capped(tmp_path, monkeypatch):
+    write_folder(tmp_path / "d", per_class=3)
+    monkeypatch.setenv("CNNLAB_MAX_DECODED_BYTES", "1000")
+    refused(r"d: 9 images at 64x64 is .* over the limit .*CNNLAB_MAX_DECODED_BYTES", str(tmp_path / "d"), holdout=1,
+            image_size=64)
+    refused(r"d: the images decoded so far .*CNNLAB_MAX_DECODED_BYTES", str(tmp_path / "d"), holdout=1)
+
+
 def test_symlinked_class_folder_is_followed(tmp_path):
     write_folder(tmp_path / "d", per_class=3)
     write_folder(tmp_path / "elsewhere", classes=("emu",), per_class=3)
@@ -370,3 +404,35 @@ def test_first_decode_of_many_files_shows_a_bar_on_a_terminal(tmp_path, monkeypa
     monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a terminal: no bar
     load_dataset(str(tmp_path / "d"), holdout=2)
     assert sys.stderr.getvalue() == ""
+
+
+# --- through the command line ------------------------------------------------------------------------------
+
+def _cut_tar(p):
+    archive = write_tar(p / "cut.tar", class_members())
+    archive.write_bytes(archive.read_bytes()[:10240])
+
+
+def _folder_with_bomb(p):
+    write_folder(p / "d", per_class=3)
+    (p / "d" / "cat" / "b.png").write_bytes(png_with_size(20000, 20000))
+
+
+@pytest.mark.parametrize("make, options, culprit", [
+    (_cut_tar, [], "cut.tar"),
+    (lambda p: write_folder(p / "d", per_class=3), ["--holdout", "0"], "--holdout"),
+    (lambda p: write_folder(p / "d", per_class=3), ["--holdout", "2.5"], "--holdout"),
+    (_folder_with_bomb, [], "b.png: 400,000,000 pixels"),
+    (_folder_with_bomb, ["--skip-bad", "--holdout", "1", "--image-size", "70000"], "--image-size"),
+    (lambda p: None, [], "--data"),
+])
+def test_train_refuses_bad_data_in_one_line_with_exit_2(tmp_path, monkeypatch, capsys, make, options, culprit):
+    from cnnlab.cli import main
+
+    make(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    data = next((f for f in ("cut.tar", "d") if (tmp_path / f).exists()), "")
+    argv = ["train", "--data", data, "--epochs", "1", "--out", str(tmp_path / "run"), "-q", *options]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("cnnlab: error:") and culprit in err, err

@@ -98,8 +98,8 @@ def load_dataset(spec: str, *, download: bool = False, holdout: float = 0.2, ima
     if path.is_dir() or is_archive(path):
         options = {"holdout": holdout, "image_size": image_size, "skip_bad": skip_bad}
         return cached(path, lambda: load_folder(path, holdout, image_size, skip_bad), **options)
-    raise CnnlabError(f"--data {spec}: not a data set cnnlab can read (a folder or .tar.gz of images, CIFAR "
-                      f"python batches or MNIST IDX files)")
+    raise CnnlabError(f"--data {spec}: not a data set cnnlab can read (a folder or tar archive of class "
+                      f"folders of images, CIFAR python batches or MNIST IDX files)")
 
 
 __all__ = ["DATASETS", "ImageDataset", "check_holdout", "check_trainable", "decode_image", "download", "fetch",

@@ -79,7 +79,7 @@ def _member_name(archive: Path, member: tarfile.TarInfo) -> str | None:
     if member.issym() or member.islnk():
         try:
             tarfile.data_filter(member, "/archive")  # what extraction with filter="data" accepts
-        except tarfile.FilterError as exc:
+        except tarfile.FilterError as exc:  # a link that leads out of the archive's folder
             raise CnnlabError(f"{archive}: member '{printable(member.name)}': {printable(str(exc))}") from None
     if not path.parts or any(part.startswith(".") for part in path.parts):
         return None
@@ -123,7 +123,11 @@ def _read_archive(path: Path) -> dict[str, bytes]:
                 total += member.size
                 if total > total_cap:
                     raise limits.over(f"{path}: the images read", total, limits.TOTAL)
-                data = tar.extractfile(member).read(member_cap + 1)
+                try:
+                    data = tar.extractfile(member).read(member_cap + 1)
+                except KeyError:  # a link to a member the archive lacks
+                    raise CnnlabError(f"{shown}: a link to '{printable(member.linkname)}', which the archive "
+                                      f"lacks") from None
                 if len(data) > member_cap:
                     raise limits.over(shown, len(data), limits.MEMBER)
                 files[name] = data
@@ -132,10 +136,8 @@ def _read_archive(path: Path) -> dict[str, bytes]:
         tail = np.frombuffer(stream.read(), dtype=np.uint8)
     except CnnlabError:
         raise
-    except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError, KeyError, ValueError) as exc:
+    except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError, ValueError) as exc:
         raise CnnlabError(f"{path}: not a readable tar archive ({reason(exc)})") from None
-    if end == 0 and not files:
-        raise CnnlabError(f"{path}: not a readable tar archive (no tar header at its start)")
     if len(tail) < tarfile.BLOCKSIZE or tail.any():  # the two zero blocks that end every complete archive
         where = "ends without its end-of-archive blocks" if not tail.any() else "has an unreadable header"
         raise CnnlabError(f"{path}: damaged or truncated tar archive: it {where} at byte {end} of the tar "
@@ -244,12 +246,25 @@ def _decode(name: str, src: bytes | Path, size: int | None) -> np.ndarray:
         raise _BadImage(f"{name}: not a readable image ({why})") from None
 
 
+def check_image_size(image_size) -> None:
+    """`--image-size`: None (keep the files' size) or a whole number of pixels whose square is within Pillow's
+    limit on one image."""
+    if image_size is None:
+        return
+    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 1:
+        raise CnnlabError(f"--image-size must be a whole number of pixels >= 1, got {image_size!r}")
+    if image_size * image_size > Image.MAX_IMAGE_PIXELS:
+        raise CnnlabError(f"--image-size {image_size}: {image_size * image_size:,} pixels per image is over the limit "
+                          f"of {Image.MAX_IMAGE_PIXELS:,}")
+
+
 def load_folder(path: Path, holdout: float = 0.2, image_size: int | None = None,
                 skip_bad: bool = False) -> ImageDataset:
     """Decode every image. `holdout` is a fraction per class (<1) or a count per class (>=1)."""
     from tqdm import tqdm
 
     holdout = check_holdout(holdout)
+    check_image_size(image_size)
     files = _list_files(path)
     tree = _layout(path, files)
     classes = sorted(tree["train"])
@@ -259,6 +274,10 @@ def load_folder(path: Path, holdout: float = 0.2, image_size: int | None = None,
     skipped = 0
     arrays: dict[str, list] = {"train": [], "test": []}
     count = sum(len(names) for split in tree.values() for names in split.values())
+    decoded, cap = 0, limits.limit(limits.DECODED)
+    if image_size and count * image_size * image_size * 3 > cap:  # before decoding anything
+        raise limits.over(f"{path}: {count} images at {image_size}x{image_size}", count * image_size ** 2 * 3,
+                          limits.DECODED)
     bar = tqdm(total=count, desc=f"decoding {path.name}", unit="img", file=sys.stderr,
                disable=count < PROGRESS_MIN_FILES or not sys.stderr.isatty())
     with bar:
@@ -268,7 +287,11 @@ def load_folder(path: Path, holdout: float = 0.2, image_size: int | None = None,
                     display = str(files[name]) if isinstance(files[name], Path) else f"{path}:{name}"
                     display = printable(display)
                     try:
-                        arrays[split].append((_decode(display, files[name], image_size), label, display))
+                        pixels = _decode(display, files[name], image_size)
+                        decoded += pixels.nbytes
+                        if decoded > cap:
+                            raise limits.over(f"{path}: the images decoded so far", decoded, limits.DECODED)
+                        arrays[split].append((pixels, label, display))
                     except _BadImage as exc:
                         if not skip_bad:
                             raise CnnlabError(f"{exc} (pass --skip-bad to skip such files)") from None
