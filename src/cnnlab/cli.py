@@ -297,6 +297,35 @@ def cmd_search_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    from .data import cache, data_root
+    from .data.limits import human
+
+    root = cache.cache_root()
+    if args.action == "clear":
+        count, size = cache.clear()
+        print(f"removed {count} entr{'y' if count == 1 else 'ies'} ({human(size)}) from {root}")
+        return 0
+    entries = cache.list_entries()
+    if args.json:
+        print(json.dumps({"cache": str(root), "downloads": str(data_root()), "entries": entries}))
+        return 0
+    print(f"decoded-array cache: {root} ($CNNLAB_CACHE/arrays); downloads: {data_root()} ($CNNLAB_DATA)")
+    if not entries:
+        print("  no cache entries")
+    for e in entries:
+        if e["kind"] == "entry":
+            what = f"{e['images']} images, {e['classes']} classes, from {e['source']}"
+        elif e["kind"] == "damaged":
+            what = f"damaged ({e['problem']}); rebuilt at its next use"
+        else:
+            what = "temporary: " + ("being written" if e["writer_alive"] else "left by a killed writer")
+        print(f"  {e['key']:<20}  {human(e['bytes']):>10}  {what}")
+    if entries:
+        print(f"  {len(entries)} in all, {human(sum(e['bytes'] for e in entries))}; `cnnlab cache clear` removes them")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cnnlab", description="Build, train, diagnose and search CNNs for image classification.")
     parser.add_argument("--version", action="version", version=f"cnnlab {__import__('cnnlab').__version__}")
@@ -393,6 +422,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="database URL, if not the folder's study.db")
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.set_defaults(func=cmd_search_report)
+
+    p = sub.add_parser("cache", help="list or clear the cache of decoded images",
+                       description="Decoded images are cached in $CNNLAB_CACHE/arrays (default "
+                       "~/.cache/cnnlab/arrays); downloads go to $CNNLAB_DATA (default ~/.cache/cnnlab/datasets) "
+                       "and are not touched here.")
+    p.add_argument("action", choices=("list", "clear"),
+                   help="list: each entry, its source and size; clear: remove them all")
+    p.add_argument("--json", action="store_true", help="list: one JSON object")
+    p.set_defaults(func=cmd_cache)
 
     p = sub.add_parser("diagnose", help="gradient health of a run: diagnoses, evidence, remedies and plots")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run folder written by `cnnlab train --out`")

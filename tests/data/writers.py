@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import gzip
+import io
 import pickle
 import struct
+import tarfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -65,3 +68,34 @@ def write_folder(root: Path, classes=("cat", "dog", "fox"), per_class: int = 6, 
             for i in range(per_class):
                 shape = (size, size, 3) if mode == "RGB" else (size, size)
                 Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(d / f"{i:04d}.{ext}")
+
+
+def image_bytes(array: np.ndarray, fmt: str = "PNG", mode: str | None = None, **save) -> bytes:
+    buf = io.BytesIO()
+    (Image.fromarray(array, mode) if mode else Image.fromarray(array)).save(buf, fmt, **save)
+    return buf.getvalue()
+
+
+def write_tar(archive: Path, members: dict[str, bytes], mode: str = "w") -> Path:
+    """An archive whose member names are exactly the keys (hostile names included)."""
+    with tarfile.open(archive, mode) as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), 1_700_000_000
+            tar.addfile(info, io.BytesIO(data))
+    return archive
+
+
+def class_members(classes=("a", "b", "c"), per_class: int = 8, size: int = 8, prefix: str = "") -> dict[str, bytes]:
+    """{prefix<class>/NNNN.png: PNG bytes}, each class a distinct grey level."""
+    return {f"{prefix}{c}/{i:04d}.png": image_bytes(np.full((size, size), 40 * k + i, np.uint8))
+            for k, c in enumerate(classes) for i in range(per_class)}
+
+
+def png_with_size(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height pixels (a decompression bomb's header)."""
+    raw = bytearray(image_bytes(np.zeros((1, 1), np.uint8)))
+    ihdr = raw.index(b"IHDR")
+    raw[ihdr + 4:ihdr + 12] = struct.pack(">II", width, height)
+    raw[ihdr + 17:ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(raw[ihdr:ihdr + 17])))
+    return bytes(raw)

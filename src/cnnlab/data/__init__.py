@@ -8,10 +8,10 @@ from pathlib import Path
 from ..errors import CnnlabError
 from .cache import cached
 from .cifar import is_cifar_dir, load_cifar
-from .dataset import ImageDataset, stratified_split
+from .dataset import ImageDataset, check_holdout, check_trainable, stratified_split, validate
 from .digits import load_digits
 from .download import download
-from .folder import is_archive, load_folder
+from .folder import decode_image, is_archive, load_folder
 from .mnist import is_mnist_dir, load_mnist
 
 _FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
@@ -36,7 +36,8 @@ DATASETS = ["digits", *REMOTE]
 
 
 def data_root() -> Path:
-    return Path(os.environ.get("CNNLAB_DATA", Path.home() / ".cache" / "cnnlab" / "datasets"))
+    """Where registered data sets are downloaded: $CNNLAB_DATA, or ~/.cache/cnnlab/datasets."""
+    return Path(os.environ.get("CNNLAB_DATA") or Path.home() / ".cache" / "cnnlab" / "datasets").expanduser()
 
 
 def fetch(name: str, root: Path | None = None) -> Path:
@@ -66,7 +67,11 @@ def _extract(archive: Path, root: Path, target: Path) -> None:
 def load_dataset(spec: str, *, download: bool = False, holdout: float = 0.2, image_size: int | None = None,
                  skip_bad: bool = False) -> ImageDataset:
     """A registered name (`digits`, `cifar10`, `cifar100`, `mnist`, `fashion-mnist`) or a path to CIFAR
-    python batches, MNIST IDX files, or a folder (or .tar.gz) of class subfolders of images."""
+    python batches, MNIST IDX files, or a folder (or tar archive) of class subfolders of images. `holdout` is
+    checked by `check_holdout` whatever the source. Every loader's arrays pass `validate`."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise CnnlabError("--data is empty: give a registered name (" + ", ".join(DATASETS) + ") or a path")
+    holdout = check_holdout(holdout)
     if spec == "digits":
         return load_digits()
     if spec in REMOTE:
@@ -87,14 +92,15 @@ def load_dataset(spec: str, *, download: bool = False, holdout: float = 0.2, ima
         if (path / inner).is_dir():
             path = path / inner
     if path.is_dir() and is_cifar_dir(path):
-        return load_cifar(path)
+        return validate(load_cifar(path), str(path))
     if path.is_dir() and is_mnist_dir(path):
-        return load_mnist(path, name)
+        return validate(load_mnist(path, name), str(path))
     if path.is_dir() or is_archive(path):
         options = {"holdout": holdout, "image_size": image_size, "skip_bad": skip_bad}
         return cached(path, lambda: load_folder(path, holdout, image_size, skip_bad), **options)
-    raise CnnlabError(f"--data {spec}: not a data set cnnlab can read (a folder or .tar.gz of images, CIFAR "
-                      f"python batches or MNIST IDX files)")
+    raise CnnlabError(f"--data {spec}: not a data set cnnlab can read (a folder or tar archive of class "
+                      f"folders of images, CIFAR python batches or MNIST IDX files)")
 
 
-__all__ = ["DATASETS", "ImageDataset", "download", "fetch", "load_dataset", "stratified_split"]
+__all__ = ["DATASETS", "ImageDataset", "check_holdout", "check_trainable", "decode_image", "download", "fetch",
+           "load_dataset", "stratified_split", "validate"]

@@ -1,49 +1,126 @@
 """Decoded images cached as .npy files that later runs memory-map: decode once, load in milliseconds.
 
-A cache entry is a folder written under a temporary name and renamed into place, so an interrupted
-write never leaves a half-written entry behind; the key covers the source's path, size and mtime."""
+The cache lives in `$CNNLAB_CACHE/arrays` (default `~/.cache/cnnlab/arrays`). An entry's key covers the
+loading options and what the source holds: for an archive, the SHA-256 of its bytes; for a folder, a
+manifest of every image file's path, size, mtime_ns, ctime_ns, inode and device (ctime changes on every
+write and cannot be set back, so `cp -p` or a restored mtime still changes the key) and of its folders.
+
+An entry is written into a hidden temporary folder named after its writer (`.KEY.HOST.PID.XXXX.tmp`) and
+renamed into place, so an interrupted write never leaves a half-written entry; the temporary folders of
+writers that died are removed at the next write. An entry read back is checked (meta.json, array files,
+dtypes, shapes, labels in range); a damaged one is rebuilt from the source with a warning. A cache folder
+that cannot be written (a file, read-only, a full disk) costs a warning, not the run.
+"""
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
+import sys
 import tempfile
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from .dataset import ImageDataset
+from ..errors import CnnlabError
+from .dataset import ImageDataset, reason, validate
+from .download import digest
+from .folder import walk_folder
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _ARRAYS = ("train_x", "train_y", "test_x", "test_y")
+_HOST = socket.gethostname()
+_TEMP = re.compile(r"^\.[0-9a-f]{20}\.(?P<host>.+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("CNNLAB_CACHE", Path.home() / ".cache" / "cnnlab")) / "arrays"
+    return Path(os.environ.get("CNNLAB_CACHE") or Path.home() / ".cache" / "cnnlab").expanduser() / "arrays"
+
+
+def _stat(path: Path) -> list[int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:  # a broken link: decoding will name it
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
 
 
 def cache_key(source: Path, **options) -> str:
-    stat = source.stat()
-    newest = stat.st_mtime_ns
-    if source.is_dir():  # a folder changes when any file in it does
-        newest = max([newest] + [p.stat().st_mtime_ns for p in source.rglob("*")])
-    ident = json.dumps([FORMAT_VERSION, str(source.resolve()), stat.st_size, newest, options], sort_keys=True)
+    if source.is_dir():
+        folders, files = walk_folder(source)
+        content = [folders, [[name, _stat(path)] for name, path in files.items()]]
+    else:
+        content = digest(source, "sha256")
+    ident = json.dumps([FORMAT_VERSION, str(source.resolve()), content, options], sort_keys=True)
     return hashlib.sha256(ident.encode()).hexdigest()[:20]
 
 
-def cached(source: Path, build: Callable[[], ImageDataset], **options) -> ImageDataset:
-    """Return the cached arrays for `source`, building and storing them on the first call."""
-    entry = cache_root() / cache_key(source, **options)
-    if (entry / "meta.json").exists():
-        meta = json.loads((entry / "meta.json").read_text())
-        arrays = {k: np.load(entry / f"{k}.npy", mmap_mode="r") for k in _ARRAYS}
-        return ImageDataset(meta["name"], meta["classes"], **arrays, default_image_size=meta["default_image_size"],
-                            notes=meta["notes"])
-    ds = build()
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _read(entry: Path) -> ImageDataset:
+    """The entry's arrays, memory-mapped, after checking everything a damaged or tampered entry could break."""
+    meta = json.loads((entry / "meta.json").read_text())
+    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not isinstance(meta.get("notes"), list):
+        raise CnnlabError("meta.json lacks name, classes or notes")
+    size = meta.get("default_image_size")
+    if size is not None and (not isinstance(size, int) or size < 1):
+        raise CnnlabError(f"meta.json: default_image_size {size!r}")
+    arrays = {k: np.load(entry / f"{k}.npy", mmap_mode="r", allow_pickle=False) for k in _ARRAYS}
+    ds = ImageDataset(meta["name"], meta.get("classes"), **arrays, default_image_size=size,
+                      notes=[str(n) for n in meta["notes"]])
+    return validate(ds, "the entry")
+
+
+def _temporary(entry: Path) -> Path:
+    return Path(tempfile.mkdtemp(prefix=f".{entry.name}.{_HOST}.{os.getpid()}.", suffix=".tmp", dir=entry.parent))
+
+
+def _remove(entry: Path) -> None:
+    """Move aside (atomic), then delete: a reader never sees a half-deleted entry."""
+    try:
+        trash = _temporary(entry)
+        os.replace(entry, trash / entry.name)
+    except OSError:
+        trash = entry
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _writer_alive(name: str) -> bool:
+    """Whether the temporary folder `name` belongs to a live process, or may (another host's). Folders named
+    otherwise (left by older versions) have no live writer."""
+    m = _TEMP.match(name)
+    if m is None:
+        return False
+    if m["host"] != _HOST:
+        return True
+    try:
+        os.kill(int(m["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def clean_stale(root: Path | None = None) -> int:
+    """Remove the temporary folders of writers on this host that died (killed mid-write); returns how many."""
+    root = root or cache_root()
+    stale = [p for p in root.iterdir() if _TEMP.match(p.name) and not _writer_alive(p.name)] if root.is_dir() else []
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+    return len(stale)
+
+
+def _write(entry: Path, ds: ImageDataset, source: Path) -> None:
     entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
+    clean_stale(entry.parent)
+    tmp = _temporary(entry)
     try:
         for k in _ARRAYS:
             np.save(tmp / f"{k}.npy", np.ascontiguousarray(getattr(ds, k)))
@@ -55,4 +132,49 @@ def cached(source: Path, build: Callable[[], ImageDataset], **options) -> ImageD
         shutil.rmtree(tmp, ignore_errors=True)
         if not (entry / "meta.json").exists():  # a concurrent writer may have won the race
             raise
+
+
+def cached(source: Path, build: Callable[[], ImageDataset], **options) -> ImageDataset:
+    """Return the cached arrays for `source`, building and storing them on the first call."""
+    entry = cache_root() / cache_key(source, **options)
+    if entry.is_dir():
+        try:
+            return _read(entry)
+        except (OSError, ValueError, TypeError, KeyError) as exc:  # CnnlabError and JSON errors are ValueErrors
+            _warn(f"cache entry {entry} is damaged ({reason(exc)}); it is rebuilt from {source}")
+            _remove(entry)
+    ds = build()
+    try:
+        _write(entry, ds, source)
+    except OSError as exc:
+        _warn(f"cannot write the cache in {entry.parent} ({reason(exc)}); continuing without the cache "
+              f"(set CNNLAB_CACHE to a writable folder)")
     return ds
+
+
+def _entry_info(path: Path) -> dict:
+    info = {"key": path.name, "path": str(path), "bytes": sum(f.stat().st_size for f in path.rglob("*")
+                                                              if f.is_file())}
+    if path.name.startswith("."):
+        return {**info, "kind": "temporary", "writer_alive": _writer_alive(path.name)}
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+        images = sum(len(np.load(path / f"{k}.npy", mmap_mode="r", allow_pickle=False)) for k in ("train_y", "test_y"))
+        return {**info, "kind": "entry", "source": meta["source"], "name": meta["name"],
+                "classes": len(meta["classes"]), "images": images}
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        return {**info, "kind": "damaged", "problem": reason(exc)}
+
+
+def list_entries(root: Path | None = None) -> list[dict]:
+    """Every entry (source, images, classes, bytes), damaged entry and temporary folder in the cache."""
+    root = root or cache_root()
+    return [_entry_info(p) for p in sorted(root.iterdir()) if p.is_dir()] if root.is_dir() else []
+
+
+def clear(root: Path | None = None) -> tuple[int, int]:
+    """Remove every entry and every temporary folder not being written by a live process; (count, bytes)."""
+    removed = [e for e in list_entries(root) if e["kind"] != "temporary" or not e["writer_alive"]]
+    for e in removed:
+        shutil.rmtree(e["path"], ignore_errors=True)
+    return len(removed), sum(e["bytes"] for e in removed)

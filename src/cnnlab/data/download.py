@@ -15,12 +15,16 @@ from ..errors import CnnlabError
 CHUNK = 1 << 20
 
 
-def md5sum(path: Path) -> str:
-    h = hashlib.md5()
+def digest(path: Path, algorithm: str = "md5") -> str:
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(CHUNK), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def md5sum(path: Path) -> str:
+    return digest(path, "md5")
 
 
 def download(url: str, dest: Path, md5: str | None = None, timeout: float = 60.0) -> Path:

@@ -1,49 +1,153 @@
-"""A folder of class subfolders of PNG/JPEG images, on disk or inside a .tar.gz, read without unpacking.
+"""A folder of class subfolders of images, on disk or inside a tar archive, read without unpacking.
 
 Layouts: `root/train/<class>/*` with an optional `root/test/<class>/*`, or `root/<class>/*`. Leading
 folders with a single child (as archives often have) are skipped. Without a test split, the last
-`holdout` images of each class (by file name) are held out as the test split.
+`holdout` images of each class (by file name) are held out as the test split. Hidden files and folders
+(names starting with '.') are skipped; symlinked folders are followed (a cycle is walked once).
+
+Archives (.tar, .tar.gz, .tar.bz2, .tar.xz; the compression is told by the bytes, not the name) are
+decompressed in memory up to a cap and must be read to their end-of-archive blocks: a cut or damaged
+archive is refused, never read short. A member whose path is absolute or holds '..' refuses the archive.
+
+Pixels: 8-bit greyscale stays one channel, colour becomes RGB. 16-bit samples are scaled to 8 bits (the
+high byte), 32-bit integer images are read as 16-bit samples, CMYK/YCbCr/LAB/HSV and palettes convert to
+RGB. Transparent pixels (LA, RGBA, palettes or colours with a transparency key) are composited on white.
+The EXIF orientation is applied. Images over Pillow's pixel limit are refused as decompression bombs.
 """
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
+import lzma
 import os
+import re
+import sys
 import tarfile
+import warnings
+import zlib
 from collections import defaultdict
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from ..errors import CnnlabError
-from .dataset import ImageDataset
+from . import limits
+from .dataset import ImageDataset, check_holdout, printable, reason
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+ARCHIVE_EXTENSIONS = (".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+BACKGROUND = 255  # transparent pixels are composited on white
+PROGRESS_MIN_FILES = 2000  # a first decode of at least this many images shows a bar (on a terminal)
+_COMPRESSION = ((b"\x1f\x8b", gzip.open), (b"BZh", bz2.open), (b"\xfd7zXZ\x00", lzma.open))
 
 
 def is_archive(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith((".tar.gz", ".tgz", ".tar"))
+    return path.is_file() and path.name.lower().endswith(ARCHIVE_EXTENSIONS)
+
+
+def walk_folder(path: Path) -> tuple[list[str], dict[str, Path]]:
+    """(relative POSIX paths of the folders, {relative path: file} of the images), hidden entries skipped,
+    symlinked folders followed unless they lead back to a folder above them."""
+    folders: list[str] = []
+    files: dict[str, Path] = {}
+    above = {str(path): {os.path.realpath(path)}}  # each folder -> the real paths of it and its parents
+    for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
+        chain = above.pop(dirpath)
+        keep = []
+        for d in sorted(dirnames):
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if not d.startswith(".") and real not in chain:
+                keep.append(d)
+                above[os.path.join(dirpath, d)] = chain | {real}
+        dirnames[:] = keep
+        base = Path(dirpath)
+        folders += [(base / d).relative_to(path).as_posix() for d in keep]
+        for f in sorted(filenames):
+            if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS:
+                files[(base / f).relative_to(path).as_posix()] = base / f
+    return folders, files
+
+
+def _member_name(archive: Path, member: tarfile.TarInfo) -> str | None:
+    """The member's path with './' removed; None for hidden entries and non-images; refuses climbing paths."""
+    path = PurePosixPath(member.name)
+    if member.name.startswith("/") or ".." in path.parts:
+        raise CnnlabError(f"{archive}: member '{printable(member.name)}' has an absolute path or '..'; an archive "
+                          f"whose members climb out of its folder is refused")
+    if member.issym() or member.islnk():
+        try:
+            tarfile.data_filter(member, "/archive")  # what extraction with filter="data" accepts
+        except tarfile.FilterError as exc:  # a link that leads out of the archive's folder
+            raise CnnlabError(f"{archive}: member '{printable(member.name)}': {printable(str(exc))}") from None
+    if not path.parts or any(part.startswith(".") for part in path.parts):
+        return None
+    if path.suffix.lower() not in IMAGE_EXTENSIONS or not (member.isfile() or member.issym() or member.islnk()):
+        return None
+    return "/".join(path.parts)
+
+
+def _decompressed(path: Path) -> io.BytesIO:
+    """The whole tar stream in memory, decompressed up to the archive cap."""
+    cap = limits.limit(limits.TOTAL)
+    with open(path, "rb") as f:
+        head = f.read(6)
+    opener = next((o for magic, o in _COMPRESSION if head.startswith(magic)), None)
+    if opener is None and path.stat().st_size > cap:
+        raise limits.over(str(path), path.stat().st_size, limits.TOTAL)
+    out = io.BytesIO()
+    with (opener or open)(path, "rb") as f:
+        while block := f.read(1 << 20):
+            out.write(block)
+            if out.tell() > cap:
+                raise limits.over(f"{path} (decompressed)", out.tell(), limits.TOTAL)
+    out.seek(0)
+    return out
+
+
+def _read_archive(path: Path) -> dict[str, bytes]:
+    member_cap, total_cap = limits.limit(limits.MEMBER), limits.limit(limits.TOTAL)
+    files: dict[str, bytes] = {}
+    total = 0
+    try:
+        stream = _decompressed(path)
+        with tarfile.open(fileobj=stream, mode="r:") as tar:
+            for member in tar:
+                name = _member_name(path, member)
+                if name is None:
+                    continue
+                shown = f"{path}:{printable(member.name)}"
+                if member.size > member_cap:  # before reading: a sparse member can claim gigabytes
+                    raise limits.over(shown, member.size, limits.MEMBER)
+                total += member.size
+                if total > total_cap:
+                    raise limits.over(f"{path}: the images read", total, limits.TOTAL)
+                try:
+                    data = tar.extractfile(member).read(member_cap + 1)
+                except KeyError:  # a link to a member the archive lacks
+                    raise CnnlabError(f"{shown}: a link to '{printable(member.linkname)}', which the archive "
+                                      f"lacks") from None
+                if len(data) > member_cap:
+                    raise limits.over(shown, len(data), limits.MEMBER)
+                files[name] = data
+            end = tar.offset
+        stream.seek(end)
+        tail = np.frombuffer(stream.read(), dtype=np.uint8)
+    except CnnlabError:
+        raise
+    except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError, ValueError) as exc:
+        raise CnnlabError(f"{path}: not a readable tar archive ({reason(exc)})") from None
+    if len(tail) < tarfile.BLOCKSIZE or tail.any():  # the two zero blocks that end every complete archive
+        where = "ends without its end-of-archive blocks" if not tail.any() else "has an unreadable header"
+        raise CnnlabError(f"{path}: damaged or truncated tar archive: it {where} at byte {end} of the tar "
+                          f"stream; refusing to read it short")
+    return files
 
 
 def _list_files(path: Path) -> dict[str, bytes | Path]:
     """Relative POSIX path -> bytes (archive member) or Path (file on disk), images only."""
-    files: dict[str, bytes | Path] = {}
-    if is_archive(path):
-        try:
-            with tarfile.open(path, "r:*") as tar:
-                for member in tar:
-                    if member.isfile() and PurePosixPath(member.name).suffix.lower() in IMAGE_EXTENSIONS:
-                        files[member.name.lstrip("./")] = tar.extractfile(member).read()
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise CnnlabError(f"{path}: not a readable tar archive ({exc})") from None
-        return files
-    for dirpath, dirnames, filenames in os.walk(path):
-        dirnames.sort()
-        for f in filenames:
-            if Path(f).suffix.lower() in IMAGE_EXTENSIONS:
-                full = Path(dirpath) / f
-                files[full.relative_to(path).as_posix()] = full
-    return files
+    return _read_archive(path) if is_archive(path) else walk_folder(path)[1]
 
 
 def _class_dirs(root: Path) -> list[Path]:
@@ -77,25 +181,90 @@ def _layout(path: Path, files: dict[str, bytes | Path]) -> dict[str, dict[str, l
     return tree
 
 
-def _decode(name: str, src: bytes | Path, size: int | None) -> np.ndarray:
-    try:
-        with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as im:
-            im.load()  # decodes now, so a truncated file fails here
-            im = im.convert("L") if im.mode in ("1", "L", "I", "I;16", "F") else im.convert("RGB")
-            if size is not None and im.size != (size, size):
-                im = im.resize((size, size), Image.Resampling.BILINEAR)
-            return np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise _BadImage(f"{name}: not a readable image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
-
-
 class _BadImage(Exception):
     pass
+
+
+def _composite(im: Image.Image) -> np.ndarray:
+    """An LA or RGBA image over the BACKGROUND grey level: (H, W) or (H, W, 3)."""
+    pixels = np.asarray(im, dtype=np.float32)
+    alpha = pixels[..., -1:] / 255.0
+    out = np.rint(pixels[..., :-1] * alpha + BACKGROUND * (1.0 - alpha)).astype(np.uint8)
+    return out[..., 0] if out.shape[-1] == 1 else out
+
+
+def _to_uint8(im: Image.Image) -> np.ndarray:
+    """(H, W) for greyscale, (H, W, 3) for colour; the mode rules are in the module docstring."""
+    mode, transparent = im.mode, "transparency" in im.info
+    if mode.startswith("I;16") or mode == "I":
+        return (np.clip(np.asarray(im, dtype=np.int64), 0, 65535) >> 8).astype(np.uint8)
+    if mode in ("1", "L") and not transparent:
+        return np.asarray(im.convert("L"), dtype=np.uint8)
+    if mode in ("LA", "La"):
+        return _composite(im.convert("LA"))
+    if mode == "L":  # with a transparency key
+        return _composite(im.convert("RGBA"))[..., 0]
+    if mode in ("RGBA", "RGBa", "PA") or (mode in ("P", "RGB") and transparent):
+        return _composite(im.convert("RGBA"))
+    if mode in ("RGB", "P", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    if mode == "F":
+        raise ValueError("32-bit floating-point pixels have no fixed range; save the image with 8 or 16 bits")
+    raise ValueError(f"pixel mode {mode} is not supported")
+
+
+def decode_image(src: bytes | Path, name: str, size: int | None = None) -> np.ndarray:
+    """One image file as uint8 (H, W) or (H, W, 3), upright, resized to size x size when given. Raises
+    CnnlabError naming `name` for anything unreadable, including decompression bombs."""
+    try:
+        return _decode(name, src, size)
+    except _BadImage as exc:
+        raise CnnlabError(str(exc)) from None
+
+
+def _decode(name: str, src: bytes | Path, size: int | None) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as im:
+                im.load()  # decodes now, so a truncated file fails here
+                pixels = _to_uint8(ImageOps.exif_transpose(im))
+        if size is not None and pixels.shape[:2] != (size, size):
+            pixels = np.asarray(Image.fromarray(pixels).resize((size, size), Image.Resampling.BILINEAR))
+        return pixels
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        count = f"{int(pixels.group(1)):,} pixels" if pixels else "too many pixels"
+        raise _BadImage(f"{name}: {count} is over the limit of {Image.MAX_IMAGE_PIXELS:,} "
+                        f"(a decompression bomb?)") from None
+    except FileNotFoundError:
+        raise _BadImage(f"{name}: file not found (a broken link?)") from None
+    except Exception as exc:  # noqa: BLE001 - whatever a damaged file makes Pillow raise is the file's fault
+        why = reason(exc)
+        if "cannot identify image file" in why:  # Pillow names the file object: <_io.BytesIO object at 0x..>
+            why = "not an image format Pillow knows"
+        raise _BadImage(f"{name}: not a readable image ({why})") from None
+
+
+def check_image_size(image_size) -> None:
+    """`--image-size`: None (keep the files' size) or a whole number of pixels whose square is within Pillow's
+    limit on one image."""
+    if image_size is None:
+        return
+    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 1:
+        raise CnnlabError(f"--image-size must be a whole number of pixels >= 1, got {image_size!r}")
+    if image_size * image_size > Image.MAX_IMAGE_PIXELS:
+        raise CnnlabError(f"--image-size {image_size}: {image_size * image_size:,} pixels per image is over the limit "
+                          f"of {Image.MAX_IMAGE_PIXELS:,}")
 
 
 def load_folder(path: Path, holdout: float = 0.2, image_size: int | None = None,
                 skip_bad: bool = False) -> ImageDataset:
     """Decode every image. `holdout` is a fraction per class (<1) or a count per class (>=1)."""
+    from tqdm import tqdm
+
+    holdout = check_holdout(holdout)
+    check_image_size(image_size)
     files = _list_files(path)
     tree = _layout(path, files)
     classes = sorted(tree["train"])
@@ -104,16 +273,30 @@ def load_folder(path: Path, holdout: float = 0.2, image_size: int | None = None,
         raise CnnlabError(f"{path}: test class '{unknown[0]}' has no train folder")
     skipped = 0
     arrays: dict[str, list] = {"train": [], "test": []}
-    for split in ("train", "test"):
-        for label, cls in enumerate(classes):
-            for name in sorted(tree.get(split, {}).get(cls, [])):
-                display = str(files[name]) if isinstance(files[name], Path) else f"{path}:{name}"
-                try:
-                    arrays[split].append((_decode(display, files[name], image_size), label, display))
-                except _BadImage as exc:
-                    if not skip_bad:
-                        raise CnnlabError(f"{exc} (pass --skip-bad to skip such files)") from None
-                    skipped += 1
+    count = sum(len(names) for split in tree.values() for names in split.values())
+    decoded, cap = 0, limits.limit(limits.DECODED)
+    if image_size and count * image_size * image_size * 3 > cap:  # before decoding anything
+        raise limits.over(f"{path}: {count} images at {image_size}x{image_size}", count * image_size ** 2 * 3,
+                          limits.DECODED)
+    bar = tqdm(total=count, desc=f"decoding {path.name}", unit="img", file=sys.stderr,
+               disable=count < PROGRESS_MIN_FILES or not sys.stderr.isatty())
+    with bar:
+        for split in ("train", "test"):
+            for label, cls in enumerate(classes):
+                for name in sorted(tree.get(split, {}).get(cls, [])):
+                    display = str(files[name]) if isinstance(files[name], Path) else f"{path}:{name}"
+                    display = printable(display)
+                    try:
+                        pixels = _decode(display, files[name], image_size)
+                        decoded += pixels.nbytes
+                        if decoded > cap:
+                            raise limits.over(f"{path}: the images decoded so far", decoded, limits.DECODED)
+                        arrays[split].append((pixels, label, display))
+                    except _BadImage as exc:
+                        if not skip_bad:
+                            raise CnnlabError(f"{exc} (pass --skip-bad to skip such files)") from None
+                        skipped += 1
+                    bar.update()
     x_train, y_train = _stack(arrays["train"])
     if arrays["test"]:
         x_test, y_test = _stack(arrays["test"])
@@ -137,14 +320,17 @@ def _stack(items: list[tuple[np.ndarray, int, str]]) -> tuple[np.ndarray, np.nda
     return np.stack(imgs), np.array([lab for _, lab, _ in items], dtype=np.int64)
 
 
-def _hold_out(x: np.ndarray, y: np.ndarray, holdout: float, path: Path):
+def _hold_out(x: np.ndarray, y: np.ndarray, holdout: float | int, path: Path):
     """The last images of each class (in file-name order) become the test split."""
     test = np.zeros(len(y), dtype=bool)
     for c in np.unique(y):
         idx = np.flatnonzero(y == c)
-        n = int(holdout) if holdout >= 1 else int(round(len(idx) * holdout))
+        n = holdout if isinstance(holdout, int) else int(round(len(idx) * holdout))
         if n >= len(idx):
             raise CnnlabError(f"{path}: holding out {n} images per class leaves none to train on "
                               f"(class {c} has {len(idx)})")
         test[idx[len(idx) - n:]] = True
+    if not test.any():
+        raise CnnlabError(f"{path}: --holdout {holdout} holds out no test images (the classes have "
+                          f"{np.bincount(y).max()} images or fewer); hold out a count such as --holdout 1")
     return x[~test], y[~test], x[test], y[test]

@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import gzip
+import math
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import CnnlabError
-from .dataset import ImageDataset, check_labels
+from . import limits
+from .dataset import ImageDataset, check_labels, reason
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot"]
@@ -23,18 +27,36 @@ def _find(root: Path, stem: str) -> Path:
 
 
 def read_idx(path: Path, ndim: int) -> np.ndarray:
-    """An IDX file: magic (0, 0, 0x08 = uint8, ndim), big-endian int32 dims, then the bytes."""
+    """An IDX file: magic (0, 0, 0x08 = uint8, ndim), big-endian int32 dims, then the bytes. The dims are checked
+    (none negative, their product within the cap on one decompressed file) before the body is read."""
+    header = 4 + 4 * ndim
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError) as exc:
-        raise CnnlabError(f"{path}: cannot read ({exc})") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or raw[3] != ndim:
-        raise CnnlabError(f"{path}: not a uint8 IDX file with {ndim} dimensions")
-    dims = np.frombuffer(raw, dtype=">i4", count=ndim, offset=4).astype(int)
-    body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(dims)):
-        raise CnnlabError(f"{path}: truncated: header says {tuple(dims)}, found {body.size} bytes of data")
-    return body.reshape(tuple(dims))
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+            head = f.read(header)
+            if len(head) < 4 or head[:3] != b"\0\0\x08" or head[3] != ndim:
+                raise CnnlabError(f"{path}: not a uint8 IDX file with {ndim} dimensions")
+            if len(head) < header:
+                raise CnnlabError(f"{path}: header ends after {len(head)} bytes, before its {ndim} dimensions")
+            dims = struct.unpack(f">{ndim}i", head[4:])
+            if min(dims) < 0:
+                raise CnnlabError(f"{path}: negative dimension in the header {dims}")
+            size = math.prod(dims)
+            cap = limits.limit(limits.TOTAL)
+            if path.suffix != ".gz" and path.stat().st_size - header != size:
+                found = path.stat().st_size - header
+                raise CnnlabError(f"{path}: {'truncated' if found < size else 'extra bytes'}: header says {dims}, "
+                                  f"found {found} bytes of data")
+            if size > cap:
+                raise limits.over(f"{path}: the data its header declares {dims}", size, limits.TOTAL)
+            body = f.read(size + 1)
+    except CnnlabError:
+        raise
+    except (OSError, EOFError, zlib.error) as exc:
+        raise CnnlabError(f"{path}: cannot read ({reason(exc)})") from None
+    if len(body) != size:
+        raise CnnlabError(f"{path}: {'truncated' if len(body) < size else 'extra bytes'}: header says {dims}, "
+                          f"found {len(body)}{'+' * (len(body) > size)} bytes of data")
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
 
 
 def is_mnist_dir(root: Path) -> bool:
