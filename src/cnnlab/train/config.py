@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from ..data import check_holdout
 from ..data.augment import parse_policy
 from ..errors import CnnlabError
 from .recipes import recipe_settings
@@ -124,9 +125,7 @@ class TrainConfig:
             raise CnnlabError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         if self.label_smoothing >= 1:
             raise CnnlabError(f"--label-smoothing must be below 1, got {self.label_smoothing}")
-        if self.holdout <= 0 or (self.holdout >= 1 and self.holdout != int(self.holdout)):
-            raise CnnlabError(f"--holdout must be a fraction in (0, 1) or a whole number of images per class, "
-                              f"got {self.holdout:g}")
+        check_holdout(self.holdout)
         parse_policy(self.augment)
         if self.image_size is not None and self.image_size < 1:
             raise CnnlabError(f"--image-size must be positive, got {self.image_size}")

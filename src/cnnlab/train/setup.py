@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from .. import __version__
-from ..data import load_dataset, stratified_split
+from ..data import check_trainable, load_dataset, stratified_split
 from ..data.augment import Augmenter, parse_policy
 from ..diagnose.monitor import GradientMonitor
 from ..errors import CnnlabError
@@ -129,7 +129,7 @@ def _setup(cfg: TrainConfig, resume: bool, callbacks: Callbacks, ranks: distribu
         raise CnnlabError(f"{cfg.data}: images are {ds.image_size[1]}x{ds.image_size[0]}, not square; "
                           f"pass --image-size N")
     size = cfg.image_size or ds.default_image_size or ds.image_size[0]
-    check_trainable(ds, cfg)
+    check_trainable(ds)
     ensure_fits((len(ds.train_y) + len(ds.test_y)) * ds.channels * size * size, device,
                 f"the data at --image-size {size}")
     torch.manual_seed(cfg.seed)
@@ -208,21 +208,6 @@ def check_resumable(folder: RunFolder, cfg: TrainConfig) -> None:
     if cfg.epochs < saved.get("epochs", 0):
         raise CnnlabError(f"--resume: --epochs {cfg.epochs} is fewer than the run's {saved['epochs']}; a run can "
                           f"be extended, not shortened")
-
-
-def check_trainable(ds, cfg: TrainConfig) -> None:
-    """Refuse, before any training, data that cannot give a meaningful result."""
-    if ds.num_classes < 2:
-        raise CnnlabError(f"{cfg.data}: only one class ({ds.classes[0] if ds.classes else '?'}); a classifier "
-                          f"needs at least two")
-    counts = torch.bincount(torch.as_tensor(ds.train_y, dtype=torch.long), minlength=ds.num_classes)
-    need = 2 if cfg.val_fraction > 0 else 1
-    if int(counts.min()) < need:
-        c = int(counts.argmin())
-        raise CnnlabError(f"{cfg.data}: class '{ds.classes[c]}' has {int(counts[c])} training image(s); each class "
-                          f"needs at least {need} (one to train on{', one to validate on' if need == 2 else ''})")
-    if len(ds.test_y) == 0:
-        raise CnnlabError(f"{cfg.data}: the test split is empty; hold out images with --holdout")
 
 
 def describe_environment(device: torch.device, precision: str, processes: int) -> dict:
