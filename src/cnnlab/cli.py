@@ -154,18 +154,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    import torch
+    from .catalog import catalog
 
-    from .models import create_model, list_models, model_family, model_switches
-
-    rows = []
-    for name in list_models():
-        with torch.device("meta"):  # shapes only: counting VGG-19's parameters needs no memory
-            params = sum(p.numel() for p in create_model(name).parameters())
-        switches = model_switches(name)
-        rows.append({"name": name, "family": model_family(name), "params": params,
-                     "num_classes": switches["num_classes"],
-                     "switches": {k: v for k, v in switches.items() if k not in ("num_classes", "in_channels")}})
+    rows = catalog()  # stored, so that listing needs neither torch nor 30 models built
     if args.json:
         print(json.dumps(rows))
         return 0
@@ -292,13 +283,16 @@ def cmd_search_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(train_options: bool = True) -> argparse.ArgumentParser:
+    """The whole command line; `train_options=False` leaves out `train`'s options, which import the trainer
+    (and torch): `main` adds them only when the command is `train`, so that everything else starts at once."""
     parser = _Parser(prog="cnnlab", description="Build, train, diagnose and search CNNs for image classification.")
     parser.add_argument("--version", action="version", version=f"cnnlab {__import__('cnnlab').__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("train", help="train a model", description="Train a model with SGD and backpropagation.")
-    _add_train_options(p)
+    if train_options:
+        _add_train_options(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a trained run on a data set's test split")
@@ -401,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:2] == ["search", "report"]:  # `cnnlab search report DIR`
         argv = ["search-report", *argv[2:]]
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(train_options=argv[:1] == ["train"]).parse_args(argv)
         args.argv = argv  # as given, for commands that start more of themselves (search --workers)
         return args.func(args)
     except CnnlabError as exc:
