@@ -5,10 +5,12 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
 from .errors import CnnlabError
+from .text import did_you_mean, plural
 
 HELP = {
     "model_config": "YAML file with model and model_kwargs (e.g. best_model.yaml of `cnnlab search report`)",
@@ -52,8 +54,23 @@ HELP = {
 class _Parser(argparse.ArgumentParser):
     """argparse, but a wrong option is one line on stderr and exit status 2."""
 
+    _commands: dict = {}  # name -> subcommand parser, on the top-level parser (build_parser sets it)
+
     def error(self, message: str) -> None:
+        choice = re.search(r"invalid choice: '(.*?)' \(choose from (.*)\)$", message)
+        if choice:  # a mistyped subcommand or choice: the closest one
+            message += did_you_mean(choice.group(1), re.findall(r"'([^']*)'", choice.group(2)))
         raise CnnlabError(f"{message} (see `{self.prog} --help`)")
+
+    def parse_args(self, args=None, namespace=None) -> argparse.Namespace:
+        """As argparse's, but an unknown option is reported by its subcommand with the closest option it has."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = self._commands.get(getattr(parsed, "command", None), self)
+            options = [s for action in command._actions for s in action.option_strings]
+            unknown = next((e.split("=")[0] for e in extras if e.startswith("-")), extras[0])
+            command.error(f"unrecognized arguments: {' '.join(extras)}{did_you_mean(unknown, options)}")
+        return parsed
 
 
 def parse_kwargs(items: list[str]) -> dict:
@@ -99,6 +116,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .models.registry import check_model_kwargs
     from .train import TrainConfig, train
 
     values = {k: v for k, v in vars(args).items() if k not in ("command", "func", "config", "resume", "argv")}
@@ -108,11 +126,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig.from_dict({**base, **values}, "options")
     if args.resume and not cfg.out:
         raise CnnlabError("--resume needs --out, the folder of the run to continue")
+    check_model_kwargs(cfg.model, cfg.model_kwargs)  # before the data loads; num_classes=5 is one line
     s = train(cfg, resume=args.resume)
     if not cfg.quiet and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
         print(f"\n{s['model']} on {s['dataset']} ({s['image_size']}): {s['params']:,} params, "
               f"{s['macs'] / 1e6:.1f}M MACs per image, {s['precision']} on {s['device']} x{s['threads']}")
-        print(f"  {s['epochs']} epochs in {s['train_seconds']:.1f}s ({s['images_per_second']:.0f} img/s)")
+        print(f"  {plural(s['epochs'], 'epoch')} in {s['train_seconds']:.1f}s ({s['images_per_second']:.0f} img/s)")
         print(f"  best val accuracy {s['best_val_accuracy']:.4f} (epoch {s['best_epoch']})")
         print(f"  test accuracy     {s['test_accuracy']:.4f}  (top-5 {s['test_top5_accuracy']:.4f})")
         for note in s["notes"]:
@@ -130,7 +149,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(r))
         return 0
-    print(f"{r['model']} on {r['dataset']} test split ({r['count']} images): accuracy {r['accuracy']:.4f}, "
+    print(f"{r['model']} on {r['dataset']} test split ({plural(r['count'], 'image')}): accuracy {r['accuracy']:.4f}, "
           f"top-5 {r['top5_accuracy']:.4f}")
     width = max(len(c) for c in r["classes"])
     for c, acc in zip(r["classes"], r["per_class_accuracy"]):
@@ -163,31 +182,64 @@ def cmd_models(args: argparse.Namespace) -> int:
     print(f"{'model':<12} {'family':<14} {'params':>13}  switches (defaults)")
     for r in rows:
         sw = " ".join(f"{k}={v}" for k, v in r["switches"].items())
-        print(f"{r['name']:<12} {r['family']:<14} {r['params']:>13,}  {sw}   ({r['num_classes']} classes)")
+        print(f"{r['name']:<12} {r['family']:<14} {r['params']:>13,}  {sw}   ({plural(r['num_classes'], 'class')})")
     return 0
+
+
+def _summary_source(args: argparse.Namespace) -> tuple[str, dict, tuple[int, int, int], int | None]:
+    """What `cnnlab summary` describes: (model name, switches, input shape, classes), from a model name, a
+    run folder (its model.json) or a model file (--model-config, as `cnnlab search report` writes it)."""
+    from .report.summary import parse_input_shape
+
+    target, config = args.model, args.model_config
+    if target and config:
+        raise CnnlabError(f"give a model ({target}) or --model-config {config}, not both")
+    if target is None and config is None:
+        raise CnnlabError("give a model name, a run folder or --model-config FILE (see `cnnlab summary --help`)")
+    if config is None and Path(target).suffix.lower() in (".yaml", ".yml") and Path(target).is_file():
+        target, config = None, target
+    given = parse_kwargs(args.model_kwargs or [])  # switches given override a file's
+    channels, size, classes = 3, 32, args.classes
+    if config:
+        from .train import TrainConfig
+
+        cfg = TrainConfig.from_dict({"model_config": config}, f"--model-config {config}")
+        name, switches, size = cfg.model, {**cfg.model_kwargs, **given}, cfg.image_size or size
+    elif Path(target).is_dir():
+        from .inference import read_run_spec
+
+        spec = read_run_spec(target, "summary")
+        name, switches = spec["model"], {**spec["model_kwargs"], **given}
+        channels, size = spec["in_channels"], spec["image_size"]
+        classes = spec["num_classes"] if classes is None else classes
+    else:
+        name, switches = target, given
+    shape = parse_input_shape(args.input) if args.input else (channels, size, size)
+    return name, switches, shape, classes
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
     from .models import create_model
     from .models.equivariant import equivariance_note
-    from .report.summary import format_summary, measure_latency_ms, parse_input_shape, summarize
+    from .models.registry import check_model_kwargs
+    from .report.summary import format_summary, measure_latency_ms, summarize
 
-    shape = parse_input_shape(args.input)
-    model = create_model(args.model, num_classes=args.classes, in_channels=shape[0],
-                         **parse_kwargs(args.model_kwargs or []))
-    s = summarize(model, shape, args.model)
+    name, switches, shape, classes = _summary_source(args)
+    check_model_kwargs(name, switches)
+    model = create_model(name, num_classes=classes, in_channels=shape[0], **switches)
+    s = summarize(model, shape, name)
     latency = {}
     if args.latency:  # what `cnnlab search --max-latency` compares against
         latency = {"latency_ms": round(measure_latency_ms(model, shape, args.device, args.precision), 4),
                    "latency_batch": 1}
     if args.json:
-        print(json.dumps({"model": args.model, **s.to_dict(), **latency}))
+        print(json.dumps({"model": name, **s.to_dict(), **latency}))
     else:
-        print(format_summary(s, args.model))
+        print(format_summary(s, name))
         if latency:
             print(f"latency {latency['latency_ms']:.3f} ms per image at batch 1, measured here "
                   f"(--device {args.device}, --precision {args.precision})")
-    note = equivariance_note(model, shape[1], shape[0], args.model) if shape[1] == shape[2] else None
+    note = equivariance_note(model, shape[1], shape[0], name) if shape[1] == shape[2] else None
     if note:
         print(f"warning: {note}", file=sys.stderr)
     return 0
@@ -211,7 +263,7 @@ def cmd_augment(args: argparse.Namespace) -> int:
 
     out = augment_grid(args.data, args.policy, args.out, rows=args.rows, cols=args.cols, seed=args.seed,
                        image_size=args.image_size)
-    print(f"{out}: first row original, {args.rows - 1} rows augmented by '{args.policy}'")
+    print(f"{out}: first row original, {plural(args.rows - 1, 'row')} augmented by '{args.policy}'")
     return 0
 
 
@@ -289,6 +341,7 @@ def build_parser(train_options: bool = True) -> argparse.ArgumentParser:
     parser = _Parser(prog="cnnlab", description="Build, train, diagnose and search CNNs for image classification.")
     parser.add_argument("--version", action="version", version=f"cnnlab {__import__('cnnlab').__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser._commands = sub.choices  # name -> subcommand parser, for suggestions
 
     p = sub.add_parser("train", help="train a model", description="Train a model with SGD and backpropagation.")
     if train_options:
@@ -316,9 +369,12 @@ def build_parser(train_options: bool = True) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("summary", help="per-layer shapes, parameters, MACs and receptive fields")
-    p.add_argument("model")
-    p.add_argument("--input", default="3x32x32", help="CxHxW (default 3x32x32)")
-    p.add_argument("--classes", type=int, default=None, help="number of classes (default: the model's)")
+    p.add_argument("model", nargs="?", metavar="MODEL",
+                   help="a model name (see `cnnlab models`), a run folder (its model.json) or a model YAML file")
+    p.add_argument("--model-config", metavar="FILE", help=HELP["model_config"])
+    p.add_argument("--input", help="CxHxW (default: a run folder's own, else 3x32x32 or 3 x the file's image_size)")
+    p.add_argument("--classes", type=int, default=None, help="number of classes (default: the run's, else the "
+                   "model's)")
     p.add_argument("--model-kwargs", nargs="+", metavar="KEY=VALUE", help=HELP["model_kwargs"])
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--latency", action="store_true", help="also measure inference latency at batch 1 here")

@@ -10,18 +10,24 @@ from PIL import Image, UnidentifiedImageError
 
 from .data import load_dataset
 from .errors import CnnlabError
+from .text import plural
 from .models import create_model
 from .train.checkpoint import load_weights
 from .train.evaluate import metrics_from_logits, predict_logits
 from .train.tensors import to_device
 
 
+def read_run_spec(run_dir: Path, option: str = "--checkpoint") -> dict:
+    """A run folder's model.json: model, model_kwargs, num_classes, in_channels, image_size, classes, ..."""
+    spec_file = Path(run_dir) / "model.json"
+    if not spec_file.exists():
+        raise CnnlabError(f"{option} {run_dir}: not a cnnlab run folder (no model.json)")
+    return json.loads(spec_file.read_text())
+
+
 def load_run(run_dir: Path, weights: str = "best") -> tuple[torch.nn.Module, dict]:
     run_dir = Path(run_dir)
-    spec_file = run_dir / "model.json"
-    if not spec_file.exists():
-        raise CnnlabError(f"--checkpoint {run_dir}: not a cnnlab run folder (no model.json)")
-    spec = json.loads(spec_file.read_text())
+    spec = read_run_spec(run_dir)
     model = create_model(spec["model"], num_classes=spec["num_classes"], in_channels=spec["in_channels"],
                          **spec["model_kwargs"])
     load_weights(model, run_dir / f"{weights}.safetensors")
@@ -41,8 +47,9 @@ def load_test_split(spec: dict, data: str, holdout: float = 0.2):
     """The test split of `data` as the run's model sees it: (dataset, uint8 images, labels)."""
     ds = load_dataset(data, holdout=holdout, image_size=spec["image_size"])
     if ds.num_classes != spec["num_classes"] or ds.channels != spec["in_channels"]:
-        raise CnnlabError(f"--data {data}: {ds.num_classes} classes of {ds.channels}-channel images, but the "
-                          f"model was trained on {spec['num_classes']} classes of {spec['in_channels']} channels")
+        raise CnnlabError(f"--data {data}: {plural(ds.num_classes, 'class')} of {ds.channels}-channel images, but "
+                          f"the model was trained on {plural(spec['num_classes'], 'class')} of "
+                          f"{plural(spec['in_channels'], 'channel')}")
     x, y = to_device(ds.test_x, ds.test_y, spec["image_size"], torch.device("cpu"))
     return ds, x, y
 

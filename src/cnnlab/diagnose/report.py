@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 from ..errors import CnnlabError
+from ..text import plural
 from .rules import THRESHOLDS
 
 
@@ -39,7 +40,7 @@ def format_report(health: dict, plots: list[str]) -> str:
     if not samples:
         lines.append("no gradient samples: the run was trained with monitor_every=0 or stopped at once")
     else:
-        lines.append(f"{len(samples)} samples of {len(samples[0]['grad_norm'])} layers, steps "
+        lines.append(f"{plural(len(samples), 'sample')} of {plural(len(samples[0]['grad_norm']), 'layer')}, steps "
                      f"{samples[0]['step']}..{samples[-1]['step']}")
     if health["diagnoses"]:
         lines.append("diagnoses:")

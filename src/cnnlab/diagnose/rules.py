@@ -5,6 +5,8 @@ from __future__ import annotations
 import statistics
 from dataclasses import asdict, dataclass, field
 
+from ..text import plural
+
 # Every threshold a rule uses, in one place. "samples" are the steps the monitor samples (every N steps).
 THRESHOLDS = {
     "persist_samples": 5,       # a sampled condition must hold this many samples in a row
@@ -86,8 +88,8 @@ def vanishing(samples: list[dict], weighted: list[str]) -> Diagnosis | None:
     if _persists(samples, lambda s: ratio(s) < THRESHOLDS["vanishing_ratio"]):
         r = ratio(samples[-1])
         return Diagnosis("vanishing", samples[-1]["step"], early,
-                         f"the first {q} weighted layers' gradient norms are {r:.1e} of the last {q} layers' "
-                         f"for {THRESHOLDS['persist_samples']} samples in a row")
+                         f"gradient norms in the first {plural(q, 'weighted layer')} are {r:.1e} of those in the "
+                         f"last {q}, {plural(THRESHOLDS['persist_samples'], 'sample')} in a row")
     if _persists(samples, lambda s: max(s["grad_norm"].values()) < THRESHOLDS["vanishing_floor"]):
         return Diagnosis("vanishing", samples[-1]["step"], weighted,
                          f"every layer's gradient norm is below {THRESHOLDS['vanishing_floor']:.0e}")
@@ -110,7 +112,7 @@ def exploding(steps: list[tuple[int, float, float]]) -> Diagnosis | None:
     k = THRESHOLDS["diverging_steps"]
     if len(steps) >= b + k and all(s[1] > THRESHOLDS["diverging_loss"] * base_loss for s in steps[-k:]):
         return Diagnosis("exploding", step, layers, f"the loss diverges: {loss:.3g} against {base_loss:.3g} at the "
-                                                    f"start, {k} steps in a row")
+                                                    f"start, {plural(k, 'step')} in a row")
     return None
 
 
@@ -128,7 +130,7 @@ def dead_units(samples: list[dict]) -> Diagnosis | None:
     worst = max(samples[-1]["dead_fraction"][x] for x in names)
     return Diagnosis("dead_units", samples[-1]["step"], names,
                      f"up to {worst:.0%} of the channels output zero for every image of a batch, "
-                     f"{n} samples in a row")
+                     f"{plural(n, 'sample')} in a row")
 
 
 def stalled(samples: list[dict]) -> Diagnosis | None:
@@ -161,7 +163,7 @@ def underflow(samples: list[dict]) -> Diagnosis | None:
     worst = max(recent[-1]["underflow_fraction"][k] for k in names)
     return Diagnosis("underflow", recent[-1]["step"], names,
                      f"up to {worst:.0%} of a layer's gradient entries are zero in fp16 but not in fp32, "
-                     f"{n} samples in a row")
+                     f"{plural(n, 'sample')} in a row")
 
 
 def overflow(samples: list[dict]) -> Diagnosis | None:
