@@ -51,6 +51,9 @@ HELP = {
 }
 
 
+WEIGHTS_HELP = "best: the weights of the best validation epoch; last: those of the last epoch"
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a wrong option is one line on stderr and exit status 2."""
 
@@ -144,32 +147,63 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from .inference import evaluate_run
+    from .report.confusion import format_confusion, write_confusion_png
 
     r = evaluate_run(args.checkpoint, args.data, weights=args.weights, holdout=args.holdout)
+    top5 = len(r["classes"]) > 5  # with 5 classes or fewer, top-5 accuracy is 1 and says nothing
+    title = f"{r['model']} on {r['dataset']}: test accuracy {r['accuracy']:.4f} ({plural(r['count'], 'image')})"
+    png = write_confusion_png(r["confusion_matrix"], r["classes"],
+                              args.confusion_png or Path(args.checkpoint) / "confusion_matrix.png", title)
     if args.json:
-        print(json.dumps(r))
+        print(json.dumps({**r, "confusion_png": str(png)}))
         return 0
-    print(f"{r['model']} on {r['dataset']} test split ({plural(r['count'], 'image')}): accuracy {r['accuracy']:.4f}, "
-          f"top-5 {r['top5_accuracy']:.4f}")
+    print(f"{r['model']} on {r['dataset']} test split ({plural(r['count'], 'image')}): accuracy {r['accuracy']:.4f}"
+          + (f", top-5 {r['top5_accuracy']:.4f}" if top5 else ""))
     width = max(len(c) for c in r["classes"])
     for c, acc in zip(r["classes"], r["per_class_accuracy"]):
         print(f"  {c:<{width}}  {acc:.4f}")
     print("confusion matrix (rows: true class, columns: predicted):")
-    for row in r["confusion_matrix"]:
-        print("  " + " ".join(f"{v:5d}" for v in row))
+    print("  " + format_confusion(r["confusion_matrix"], r["classes"]).replace("\n", "\n  "))
+    print(f"confusion matrix image: {png}")
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    """Predictions on stdout (and in --csv); an unreadable file is one line on stderr, the rest are predicted,
+    and the exit status is then 2."""
     from .inference import predict_images
 
     results = predict_images(args.checkpoint, args.images, top_k=args.top_k, weights=args.weights)
+    done = [r for r in results if "top" in r]
+    failed = [r for r in results if "error" in r]
+    for r in failed:
+        print(f"cnnlab: error: {r['error']}", file=sys.stderr)
+    if args.csv:
+        _write_predictions_csv(args.csv, done)
     if args.json:
         print(json.dumps(results))
-        return 0
-    for r in results:
-        print(r["image"] + ": " + ", ".join(f"{p['class']} {p['probability']:.3f}" for p in r["top"]))
-    return 0
+    else:
+        for r in done:
+            print(r["image"] + ": " + ", ".join(f"{p['class']} {p['probability']:.3f}" for p in r["top"]))
+        if not args.quiet:
+            print(f"{plural(len(done), 'image')} predicted" + (f", {len(failed)} unreadable" if failed else "") +
+                  (f"; CSV in {args.csv}" if args.csv else ""), file=sys.stderr)
+    return 2 if failed else 0
+
+
+def _write_predictions_csv(path: Path, results: list[dict]) -> None:
+    """image, then class and probability for each of the top k (class_1, probability_1, ...)."""
+    import csv
+
+    k = max((len(r["top"]) for r in results), default=0)
+    try:
+        with open(path, "w", newline="") as f:
+            out = csv.writer(f)
+            out.writerow(["image"] + [f"{c}_{i}" for i in range(1, k + 1) for c in ("class", "probability")])
+            for r in results:
+                out.writerow([r["image"]] + [v for p in r["top"] for v in (p["class"], f"{p['probability']:.6f}")])
+    except OSError as exc:
+        raise CnnlabError(f"--csv {path}: cannot write ({exc.strerror})") from None
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -351,17 +385,24 @@ def build_parser(train_options: bool = True) -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a trained run on a data set's test split")
     p.add_argument("--checkpoint", required=True, type=Path, help="run folder written by `cnnlab train --out`")
     p.add_argument("--data", required=True, help=HELP["data"])
-    p.add_argument("--weights", choices=("best", "last"), default="best")
+    p.add_argument("--weights", choices=("best", "last"), default="best", help=WEIGHTS_HELP)
     p.add_argument("--holdout", type=float, default=0.2, help=HELP["holdout"])
+    p.add_argument("--confusion-png", type=Path, metavar="FILE",
+                   help="where to draw the confusion matrix (default: CHECKPOINT/confusion_matrix.png)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="classify image files with a trained run")
     p.add_argument("--checkpoint", required=True, type=Path, help="run folder written by `cnnlab train --out`")
-    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
-    p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--weights", choices=("best", "last"), default="best")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE",
+                   help="image files, or folders (every image file below them); an unreadable file is reported "
+                   "on stderr, the others are predicted, and the exit status is then 2")
+    p.add_argument("--top-k", type=int, default=5, help="classes to list per image, most probable first")
+    p.add_argument("--weights", choices=("best", "last"), default="best", help=WEIGHTS_HELP)
+    p.add_argument("--csv", type=Path, metavar="FILE", help="also write the predictions as CSV: image, class_1, "
+                   "probability_1, ...")
+    p.add_argument("--json", action="store_true", help="print JSON: a list of {image, top} (or {image, error})")
+    p.add_argument("-q", "--quiet", action="store_true", help="no closing count of images predicted")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("models", help="list the registered models")
