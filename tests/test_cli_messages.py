@@ -47,3 +47,24 @@ def test_counts_and_articles():
 def test_wrong_switch_type_reads_well(capsys):
     assert main(["summary", "resnet20", "--model-kwargs", "kernel_size=3.5"]) == 2
     assert "must be an int" in capsys.readouterr().err
+
+
+def test_every_option_has_help_and_shows_its_default():
+    import argparse
+
+    from cnnlab.cli import build_parser
+
+    parser = build_parser(train_options=False)
+    assert "SUPPRESS" not in parser.format_help() and "search-report" not in parser.format_help()
+    for name, command in parser._commands.items():
+        if name == "train":  # its options carry their help and defaults in TrainConfig's fields
+            continue
+        formatter = command.formatter_class(command.prog)
+        for action in command._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            shown = formatter._get_help_string(action)
+            assert action.help and action.help != argparse.SUPPRESS, f"{name} {action.dest}: no help"
+            if action.default not in (None, False):
+                assert "default" in shown, f"{name} {action.dest}: default {action.default} not shown"
+        command.format_help()  # every help string formats (no stray %)

@@ -54,8 +54,23 @@ HELP = {
 WEIGHTS_HELP = "best: the weights of the best validation epoch; last: those of the last epoch"
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's, with each option's default after its help where it has one worth saying."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" not in text and action.default not in (None, False, argparse.SUPPRESS) and \
+                (action.option_strings or action.nargs in ("?", "*")):
+            text += " (default: %(default)s)"
+        return text
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a wrong option is one line on stderr and exit status 2."""
+    """argparse, but a wrong option is one line on stderr and exit status 2, and help shows the defaults."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     _commands: dict = {}  # name -> subcommand parser, on the top-level parser (build_parser sets it)
 
@@ -374,7 +389,8 @@ def build_parser(train_options: bool = True) -> argparse.ArgumentParser:
     (and torch): `main` adds them only when the command is `train`, so that everything else starts at once."""
     parser = _Parser(prog="cnnlab", description="Build, train, diagnose and search CNNs for image classification.")
     parser.add_argument("--version", action="version", version=f"cnnlab {__import__('cnnlab').__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND",
+                                title="commands (`cnnlab COMMAND --help` for each)")
     parser._commands = sub.choices  # name -> subcommand parser, for suggestions
 
     p = sub.add_parser("train", help="train a model", description="Train a model with SGD and backpropagation.")
@@ -406,7 +422,8 @@ def build_parser(train_options: bool = True) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("models", help="list the registered models")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print a JSON list: name, family, params, num_classes, "
+                   "switches")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("summary", help="per-layer shapes, parameters, MACs and receptive fields")
@@ -429,7 +446,7 @@ def build_parser(train_options: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="the grid image (.png or .jpg)")
     p.add_argument("--rows", type=int, default=4, help="rows: the originals, then augmented draws")
     p.add_argument("--cols", type=int, default=8, help="images per row")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="which images, and the augmentations drawn")
     p.add_argument("--image-size", type=int, default=None, help=HELP["image_size"])
     p.set_defaults(func=cmd_augment)
 
@@ -438,7 +455,7 @@ def build_parser(train_options: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help=HELP["data"])
     p.add_argument("--transforms", default="rot90,rot180,hflip,rot15,translate2",
                    help="comma-separated: rotD (rot90, rot15, ...), hflip, vflip, translateN")
-    p.add_argument("--weights", choices=("best", "last"), default="best")
+    p.add_argument("--weights", choices=("best", "last"), default="best", help=WEIGHTS_HELP)
     p.add_argument("--holdout", type=float, default=0.2, help=HELP["holdout"])
     p.add_argument("--json", action="store_true", help="one object keyed by transform")
     p.set_defaults(func=cmd_invariance)
@@ -446,8 +463,8 @@ def build_parser(train_options: bool = True) -> argparse.ArgumentParser:
     p = sub.add_parser("study", help="run a measured study of the CNN playbook, with a table and a plot")
     p.add_argument("name", choices=["rotation"], help="rotation: P4 CNN against augmentation on rotated digits")
     p.add_argument("--out", required=True, type=Path, help="folder for the runs, results.json, table.md, plot")
-    p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=15, help="training epochs of each contender")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the training runs and the random angles")
     p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("search", help="architecture search (`cnnlab search report DIR` shows the results)")
@@ -469,10 +486,10 @@ def build_parser(train_options: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--max-latency", type=float, help="reject architectures slower than this many ms per image "
                    "(batch 1, measured here before training)")
     p.add_argument("--image-size", type=int, default=None, help=HELP["image_size"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the sampler and of each trial's training")
     p.set_defaults(func=cmd_search)
 
-    p = sub.add_parser("search-report", help=argparse.SUPPRESS)
+    p = sub.add_parser("search-report")  # no help: not listed; `cnnlab search report DIR` is how it is called
     p.add_argument("dir", type=Path, metavar="DIR", help="the --out folder of `cnnlab search`")
     p.add_argument("--study", help="study name, where the storage holds several")
     p.add_argument("--storage", help="database URL, if not the folder's study.db")
