@@ -5,10 +5,12 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
 from .errors import CnnlabError
+from .text import did_you_mean, plural
 
 def _help(name: str) -> str:
     """A training setting's help text, written once beside the setting (train/config.py)."""
@@ -17,11 +19,44 @@ def _help(name: str) -> str:
     return FIELDS[name].metadata["help"]
 
 
+WEIGHTS_HELP = "best: the weights of the best validation epoch; last: those of the last epoch"
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's, with each option's default after its help where it has one worth saying."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" not in text and action.default not in (None, False, argparse.SUPPRESS) and \
+                (action.option_strings or action.nargs in ("?", "*")):
+            text += " (default: %(default)s)"
+        return text
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a wrong option is one line on stderr and exit status 2."""
+    """argparse, but a wrong option is one line on stderr and exit status 2, and help shows the defaults."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    _commands: dict = {}  # name -> subcommand parser, on the top-level parser (build_parser sets it)
 
     def error(self, message: str) -> None:
+        choice = re.search(r"invalid choice: '(.*?)' \(choose from (.*)\)$", message)
+        if choice:  # a mistyped subcommand or choice: the closest one
+            message += did_you_mean(choice.group(1), re.findall(r"'([^']*)'", choice.group(2)))
         raise CnnlabError(f"{message} (see `{self.prog} --help`)")
+
+    def parse_args(self, args=None, namespace=None) -> argparse.Namespace:
+        """As argparse's, but an unknown option is reported by its subcommand with the closest option it has."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = self._commands.get(getattr(parsed, "command", None), self)
+            options = [s for action in command._actions for s in action.option_strings]
+            unknown = next((e.split("=")[0] for e in extras if e.startswith("-")), extras[0])
+            command.error(f"unrecognized arguments: {' '.join(extras)}{did_you_mean(unknown, options)}")
+        return parsed
 
 
 def parse_kwargs(items: list[str]) -> dict:
@@ -97,9 +132,11 @@ def train_config(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .models.registry import check_model_kwargs
     from .train import train
 
     cfg = train_config(args)
+    check_model_kwargs(cfg.model, cfg.model_kwargs)  # num_classes=5 is one line, before the data loads
     s = train(cfg, resume=args.resume)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
         return 0
@@ -111,7 +148,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         processes = f", {s['processes']} processes" if s["processes"] > 1 else ""
         print(f"\n{s['model']} on {s['dataset']} ({s['image_size']}): {s['params']:,} params, "
               f"{s['macs'] / 1e6:.1f}M MACs per image, {s['precision']} on {s['device']} x{s['threads']}{processes}")
-        print(f"  {_count(s['epochs'], 'epoch')} in {s['train_seconds']:.1f}s ({s['images_per_second']:.0f} img/s)")
+        print(f"  {plural(s['epochs'], 'epoch')} in {s['train_seconds']:.1f}s ({s['images_per_second']:.0f} img/s)")
         print(f"  best val accuracy {s['best_val_accuracy']:.4f} (epoch {s['best_epoch']})")
         print(f"  test accuracy     {s['test_accuracy']:.4f}{top5}")
         for note in s["notes"]:
@@ -124,84 +161,135 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
     from .inference import evaluate_run
+    from .report.confusion import format_confusion, write_confusion_png
 
     r = evaluate_run(args.checkpoint, args.data, weights=args.weights, holdout=args.holdout)
+    top5 = len(r["classes"]) > 5  # with 5 classes or fewer, top-5 accuracy is 1 and says nothing
+    title = f"{r['model']} on {r['dataset']}: test accuracy {r['accuracy']:.4f} ({plural(r['count'], 'image')})"
+    png = write_confusion_png(r["confusion_matrix"], r["classes"],
+                              args.confusion_png or Path(args.checkpoint) / "confusion_matrix.png", title)
     if args.json:
-        print(json.dumps(r))
+        print(json.dumps({**r, "confusion_png": str(png)}))
         return 0
-    print(f"{r['model']} on {r['dataset']} test split ({r['count']} images): accuracy {r['accuracy']:.4f}, "
-          f"top-5 {r['top5_accuracy']:.4f}")
+    print(f"{r['model']} on {r['dataset']} test split ({plural(r['count'], 'image')}): accuracy {r['accuracy']:.4f}"
+          + (f", top-5 {r['top5_accuracy']:.4f}" if top5 else ""))
     width = max(len(c) for c in r["classes"])
     for c, acc in zip(r["classes"], r["per_class_accuracy"]):
         print(f"  {c:<{width}}  {acc:.4f}")
     print("confusion matrix (rows: true class, columns: predicted):")
-    for row in r["confusion_matrix"]:
-        print("  " + " ".join(f"{v:5d}" for v in row))
+    print("  " + format_confusion(r["confusion_matrix"], r["classes"]).replace("\n", "\n  "))
+    print(f"confusion matrix image: {png}")
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    """Predictions on stdout (and in --csv); an unreadable file is one line on stderr, the rest are predicted,
+    and the exit status is then 2."""
     from .inference import predict_images
 
     results = predict_images(args.checkpoint, args.images, top_k=args.top_k, weights=args.weights)
+    done = [r for r in results if "top" in r]
+    failed = [r for r in results if "error" in r]
+    for r in failed:
+        print(f"cnnlab: error: {r['error']}", file=sys.stderr)
+    if args.csv:
+        _write_predictions_csv(args.csv, done)
     if args.json:
         print(json.dumps(results))
-        return 0
-    for r in results:
-        print(r["image"] + ": " + ", ".join(f"{p['class']} {p['probability']:.3f}" for p in r["top"]))
-    return 0
+    else:
+        for r in done:
+            print(r["image"] + ": " + ", ".join(f"{p['class']} {p['probability']:.3f}" for p in r["top"]))
+        if not args.quiet:
+            print(f"{plural(len(done), 'image')} predicted" + (f", {len(failed)} unreadable" if failed else "") +
+                  (f"; CSV in {args.csv}" if args.csv else ""), file=sys.stderr)
+    return 2 if failed else 0
+
+
+def _write_predictions_csv(path: Path, results: list[dict]) -> None:
+    """image, then class and probability for each of the top k (class_1, probability_1, ...)."""
+    import csv
+
+    k = max((len(r["top"]) for r in results), default=0)
+    try:
+        with open(path, "w", newline="") as f:
+            out = csv.writer(f)
+            out.writerow(["image"] + [f"{c}_{i}" for i in range(1, k + 1) for c in ("class", "probability")])
+            for r in results:
+                out.writerow([r["image"]] + [v for p in r["top"] for v in (p["class"], f"{p['probability']:.6f}")])
+    except OSError as exc:
+        raise CnnlabError(f"--csv {path}: cannot write ({exc.strerror})") from None
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    import torch
+    from .catalog import catalog
 
-    from .models import create_model, list_models, model_family, model_switches
-
-    rows = []
-    for name in list_models():
-        with torch.device("meta"):  # shapes only: counting VGG-19's parameters needs no memory
-            params = sum(p.numel() for p in create_model(name).parameters())
-        switches = model_switches(name)
-        rows.append({"name": name, "family": model_family(name), "params": params,
-                     "num_classes": switches["num_classes"],
-                     "switches": {k: v for k, v in switches.items() if k not in ("num_classes", "in_channels")}})
+    rows = catalog()  # stored, so that listing needs neither torch nor 30 models built
     if args.json:
         print(json.dumps(rows))
         return 0
     print(f"{'model':<12} {'family':<14} {'params':>13}  switches (defaults)")
     for r in rows:
         sw = " ".join(f"{k}={v}" for k, v in r["switches"].items())
-        print(f"{r['name']:<12} {r['family']:<14} {r['params']:>13,}  {sw}   ({r['num_classes']} classes)")
+        print(f"{r['name']:<12} {r['family']:<14} {r['params']:>13,}  {sw}   ({plural(r['num_classes'], 'class')})")
     return 0
+
+
+def _summary_source(args: argparse.Namespace) -> tuple[str, dict, tuple[int, int, int], int | None]:
+    """What `cnnlab summary` describes: (model name, switches, input shape, classes), from a model name, a
+    run folder (its model.json) or a model file (--model-config, as `cnnlab search report` writes it)."""
+    from .report.summary import parse_input_shape
+
+    target, config = args.model, args.model_config
+    if target and config:
+        raise CnnlabError(f"give a model ({target}) or --model-config {config}, not both")
+    if target is None and config is None:
+        raise CnnlabError("give a model name, a run folder or --model-config FILE (see `cnnlab summary --help`)")
+    if config is None and Path(target).suffix.lower() in (".yaml", ".yml") and Path(target).is_file():
+        target, config = None, target
+    given = parse_kwargs(args.model_kwargs or [])  # switches given override a file's
+    channels, size, classes = 3, 32, args.classes
+    if config:
+        from .train import TrainConfig
+
+        cfg = TrainConfig.from_dict({"model_config": config}, f"--model-config {config}")
+        name, switches, size = cfg.model, {**cfg.model_kwargs, **given}, cfg.image_size or size
+    elif Path(target).is_dir():
+        from .inference import read_run_spec
+
+        spec = read_run_spec(target, "summary")
+        name, switches = spec["model"], {**spec["model_kwargs"], **given}
+        channels, size = spec["in_channels"], spec["image_size"]
+        classes = spec["num_classes"] if classes is None else classes
+    else:
+        name, switches = target, given
+    shape = parse_input_shape(args.input) if args.input else (channels, size, size)
+    return name, switches, shape, classes
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
     from .models import create_model
     from .models.equivariant import equivariance_note
-    from .models.summary import format_summary, measure_latency_ms, parse_input_shape, summarize
+    from .models.registry import check_model_kwargs
+    from .models.summary import format_summary, measure_latency_ms, summarize
 
-    shape = parse_input_shape(args.input)
-    model = create_model(args.model, num_classes=args.classes, in_channels=shape[0],
-                         **parse_kwargs(args.model_kwargs or []))
-    s = summarize(model, shape, args.model)
+    name, switches, shape, classes = _summary_source(args)
+    check_model_kwargs(name, switches)
+    model = create_model(name, num_classes=classes, in_channels=shape[0], **switches)
+    s = summarize(model, shape, name)
     latency = {}
     if args.latency:  # what `cnnlab search --max-latency` compares against
         latency = {"latency_ms": round(measure_latency_ms(model, shape, args.device, args.precision), 4),
                    "latency_batch": 1}
     if args.json:
-        print(json.dumps({"model": args.model, **s.to_dict(), **latency}))
+        print(json.dumps({"model": name, **s.to_dict(), **latency}))
     else:
-        print(format_summary(s, args.model))
+        print(format_summary(s, name))
         if latency:
             print(f"latency {latency['latency_ms']:.3f} ms per image at batch 1, measured here "
                   f"(--device {args.device}, --precision {args.precision})")
-    note = equivariance_note(model, shape[1], shape[0], args.model) if shape[1] == shape[2] else None
+    note = equivariance_note(model, shape[1], shape[0], name) if shape[1] == shape[2] else None
     if note:
         print(f"warning: {note}", file=sys.stderr)
     return 0
@@ -225,7 +313,7 @@ def cmd_augment(args: argparse.Namespace) -> int:
 
     out = augment_grid(args.data, args.policy, args.out, rows=args.rows, cols=args.cols, seed=args.seed,
                        image_size=args.image_size)
-    print(f"{out}: first row original, {args.rows - 1} rows augmented by '{args.policy}'")
+    print(f"{out}: first row original, {plural(args.rows - 1, 'row')} augmented by '{args.policy}'")
     return 0
 
 
@@ -326,40 +414,56 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(train_options: bool = True) -> argparse.ArgumentParser:
+    """The whole command line; `train_options=False` leaves out `train`'s options, which import the trainer
+    (and torch): `main` adds them only when the command is `train`, so that everything else starts at once."""
     parser = _Parser(prog="cnnlab", description="Build, train, diagnose and search CNNs for image classification.")
     parser.add_argument("--version", action="version", version=f"cnnlab {__import__('cnnlab').__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND",
+                                title="commands (`cnnlab COMMAND --help` for each)")
+    parser._commands = sub.choices  # name -> subcommand parser, for suggestions
 
     p = sub.add_parser("train", help="train a model", description="Train a model with SGD and backpropagation.")
-    _add_train_options(p)
+    if train_options:
+        _add_train_options(p)
     p.add_argument("--json", action="store_true", help="print the run's summary as one JSON object")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a trained run on a data set's test split")
     p.add_argument("--checkpoint", required=True, type=Path, help="run folder written by `cnnlab train --out`")
     p.add_argument("--data", required=True, help=_help("data"))
-    p.add_argument("--weights", choices=("best", "last"), default="best")
+    p.add_argument("--weights", choices=("best", "last"), default="best", help=WEIGHTS_HELP)
     p.add_argument("--holdout", type=float, default=0.2, help=_help("holdout"))
+    p.add_argument("--confusion-png", type=Path, metavar="FILE",
+                   help="where to draw the confusion matrix (default: CHECKPOINT/confusion_matrix.png)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="classify image files with a trained run")
     p.add_argument("--checkpoint", required=True, type=Path, help="run folder written by `cnnlab train --out`")
-    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
-    p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--weights", choices=("best", "last"), default="best")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE",
+                   help="image files, or folders (every image file below them); an unreadable file is reported "
+                   "on stderr, the others are predicted, and the exit status is then 2")
+    p.add_argument("--top-k", type=int, default=5, help="classes to list per image, most probable first")
+    p.add_argument("--weights", choices=("best", "last"), default="best", help=WEIGHTS_HELP)
+    p.add_argument("--csv", type=Path, metavar="FILE", help="also write the predictions as CSV: image, class_1, "
+                   "probability_1, ...")
+    p.add_argument("--json", action="store_true", help="print JSON: a list of {image, top} (or {image, error})")
+    p.add_argument("-q", "--quiet", action="store_true", help="no closing count of images predicted")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("models", help="list the registered models")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print a JSON list: name, family, params, num_classes, "
+                   "switches")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("summary", help="per-layer shapes, parameters, MACs and receptive fields")
-    p.add_argument("model")
-    p.add_argument("--input", default="3x32x32", help="CxHxW (default 3x32x32)")
-    p.add_argument("--classes", type=int, default=None, help="number of classes (default: the model's)")
+    p.add_argument("model", nargs="?", metavar="MODEL",
+                   help="a model name (see `cnnlab models`), a run folder (its model.json) or a model YAML file")
+    p.add_argument("--model-config", metavar="FILE", help=_help("model_config"))
+    p.add_argument("--input", help="CxHxW (default: a run folder's own, else 3x32x32 or 3 x the file's image_size)")
+    p.add_argument("--classes", type=int, default=None, help="number of classes (default: the run's, else the "
+                   "model's)")
     p.add_argument("--model-kwargs", nargs="+", metavar="KEY=VALUE", help=_help("model_kwargs"))
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--latency", action="store_true", help="also measure inference latency at batch 1 here")
@@ -373,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="the grid image (.png or .jpg)")
     p.add_argument("--rows", type=int, default=4, help="rows: the originals, then augmented draws")
     p.add_argument("--cols", type=int, default=8, help="images per row")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="which images, and the augmentations drawn")
     p.add_argument("--image-size", type=int, default=None, help=_help("image_size"))
     p.set_defaults(func=cmd_augment)
 
@@ -382,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help=_help("data"))
     p.add_argument("--transforms", default="rot90,rot180,hflip,rot15,translate2",
                    help="comma-separated: rotD (rot90, rot15, ...), hflip, vflip, translateN")
-    p.add_argument("--weights", choices=("best", "last"), default="best")
+    p.add_argument("--weights", choices=("best", "last"), default="best", help=WEIGHTS_HELP)
     p.add_argument("--holdout", type=float, default=0.2, help=_help("holdout"))
     p.add_argument("--json", action="store_true", help="one object keyed by transform")
     p.set_defaults(func=cmd_invariance)
@@ -390,8 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("study", help="run a measured study of the CNN playbook, with a table and a plot")
     p.add_argument("name", choices=["rotation"], help="rotation: P4 CNN against augmentation on rotated digits")
     p.add_argument("--out", required=True, type=Path, help="folder for the runs, results.json, table.md, plot")
-    p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=15, help="training epochs of each contender")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the training runs and the random angles")
     p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("search", help="architecture search (`cnnlab search report DIR` shows the results)")
@@ -413,10 +517,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-latency", type=float, help="reject architectures slower than this many ms per image "
                    "(batch 1, measured here before training)")
     p.add_argument("--image-size", type=int, default=None, help=_help("image_size"))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the sampler and of each trial's training")
     p.set_defaults(func=cmd_search)
 
-    p = sub.add_parser("search-report", help=argparse.SUPPRESS)
+    p = sub.add_parser("search-report")  # no help: not listed; `cnnlab search report DIR` is how it is called
     p.add_argument("dir", type=Path, metavar="DIR", help="the --out folder of `cnnlab search`")
     p.add_argument("--study", help="study name, where the storage holds several")
     p.add_argument("--storage", help="database URL, if not the folder's study.db")
@@ -445,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:2] == ["search", "report"]:  # `cnnlab search report DIR`
         argv = ["search-report", *argv[2:]]
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(train_options=argv[:1] == ["train"]).parse_args(argv)
         args.argv = argv  # as given, for commands that start more of themselves (search --workers)
         return args.func(args)
     except CnnlabError as exc:

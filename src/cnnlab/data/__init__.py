@@ -6,6 +6,7 @@ import tarfile
 from pathlib import Path
 
 from ..errors import CnnlabError
+from ..text import did_you_mean
 from .cache import cached
 from .cifar import is_cifar_dir, load_cifar
 from .dataset import ImageDataset, check_holdout, check_trainable, stratified_split, validate
@@ -87,7 +88,8 @@ def load_dataset(spec: str, *, download: bool = False, holdout: float = 0.2, ima
         name = None
         if not path.exists():
             known = ", ".join(DATASETS)
-            raise CnnlabError(f"--data {spec}: no such file or folder (registered names: {known})")
+            raise CnnlabError(f"--data {spec}: no such file or folder{did_you_mean(spec, DATASETS)} (registered "
+                              f"names: {known})")
     for inner in ("cifar-10-batches-py", "cifar-100-python"):
         if (path / inner).is_dir():
             path = path / inner

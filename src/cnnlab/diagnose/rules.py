@@ -6,6 +6,8 @@ import math
 import statistics
 from dataclasses import asdict, dataclass, field
 
+from ..text import plural
+
 # Every threshold a rule uses, in one place. "samples" are the steps the monitor samples (every N steps).
 THRESHOLDS = {
     "persist_samples": 5,       # a sampled condition must hold this many samples in a row
@@ -86,8 +88,8 @@ def vanishing(samples: list[dict], weighted: list[str], n: int) -> Diagnosis | N
     if _persists(samples, lambda s: ratio(s) < THRESHOLDS["vanishing_ratio"], n):
         r = ratio(samples[-1])
         return Diagnosis("vanishing", samples[-1]["step"], early,
-                         f"the first {q} weighted layers' gradient norms are {r:.1e} of the last {q} layers' "
-                         f"for {_samples(n)} in a row")
+                         f"gradient norms in the first {plural(q, 'weighted layer')} are {r:.1e} of those in the "
+                         f"last {q}, {plural(n, 'sample')} in a row")
     if _persists(samples, lambda s: max(s["grad_norm"].values()) < THRESHOLDS["vanishing_floor"], n):
         return Diagnosis("vanishing", samples[-1]["step"], weighted,
                          f"every layer's gradient norm is below {THRESHOLDS['vanishing_floor']:.0e}")
@@ -110,7 +112,7 @@ def exploding(steps: list[tuple[int, float, float]]) -> Diagnosis | None:
     k = THRESHOLDS["diverging_steps"]
     if len(steps) >= b + k and all(s[1] > THRESHOLDS["diverging_loss"] * base_loss for s in steps[-k:]):
         return Diagnosis("exploding", step, layers, f"the loss diverges: {loss:.3g} against {base_loss:.3g} at the "
-                                                    f"start, {k} steps in a row")
+                                                    f"start, {plural(k, 'step')} in a row")
     return None
 
 
@@ -127,7 +129,7 @@ def dead_units(samples: list[dict], weighted: list[str], n: int) -> Diagnosis | 
     worst = max(samples[-1]["dead_fraction"][x] for x in names)
     return Diagnosis("dead_units", samples[-1]["step"], names,
                      f"up to {worst:.0%} of the channels output zero for every image of a batch, "
-                     f"{_samples(n)} in a row")
+                     f"{plural(n, 'sample')} in a row")
 
 
 def stalled(samples: list[dict], weighted: list[str], n: int) -> Diagnosis | None:
@@ -158,7 +160,7 @@ def underflow(samples: list[dict], weighted: list[str], n: int) -> Diagnosis | N
     worst = max(recent[-1]["underflow_fraction"][k] for k in names)
     return Diagnosis("underflow", recent[-1]["step"], names,
                      f"up to {worst:.0%} of a layer's gradient entries are zero in fp16 but not in fp32, "
-                     f"{_samples(n)} in a row")
+                     f"{plural(n, 'sample')} in a row")
 
 
 def overflow(samples: list[dict], weighted: list[str], n: int) -> Diagnosis | None:
@@ -195,10 +197,6 @@ def lost_updates(samples: list[dict], weighted: list[str], n: int) -> Diagnosis 
                      f"gradients are not zero: the updates fall below the weights' precision",
                      ["keep fp32 master weights and compute in bf16 (autocast: --precision bf16 does this)",
                       "raise the learning rate", "use fp32 weights for this model"])
-
-
-def _samples(n: int) -> str:
-    return "1 sample" if n == 1 else f"{n} samples"
 
 
 # The sampled rules, in the order the monitor applies them after each sample (and once more when a run ends

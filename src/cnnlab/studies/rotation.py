@@ -46,6 +46,7 @@ def run(out: Path, epochs: int = 15, seed: int = 0, quiet: bool = True) -> dict:
         summary = train(TrainConfig(model=model, data="digits", augment=augment, epochs=epochs, seed=seed,
                                     out=str(run_dir), quiet=quiet))
         net, spec = load_run(run_dir)
+        chance = 1 / spec["num_classes"]
         _, x, y = load_test_split(spec, "digits")
         sets = rotated_test_sets(x, seed)
         results[label] = {"model": model, "augment": augment, "params": summary["params"],
@@ -53,7 +54,7 @@ def run(out: Path, epochs: int = 15, seed: int = 0, quiet: bool = True) -> dict:
                           "accuracy": {name: accuracy(net, spec, images, y) for name, images in sets.items()}}
     (out / "results.json").write_text(json.dumps(results, indent=1))
     (out / "table.md").write_text(table(results) + "\n")
-    plot(results, out / "accuracy.png")
+    plot(results, out / "accuracy.png", chance)
     return results
 
 
@@ -66,23 +67,37 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(results: dict, path: Path) -> None:
+def plot(results: dict, path: Path, chance: float = 0.1) -> None:
+    accuracy_figure(results, chance).savefig(path, dpi=110)
+
+
+def accuracy_figure(results: dict, chance: float = 0.1):
+    """Grouped bars: test accuracy per rotation of the test digits, a bar per contender, each bar's value
+    above it, the legend below the axes (never over a bar) and a dotted line at chance (`chance`: 1/classes)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import PercentFormatter
 
     keys = [str(a) for a in ANGLES] + ["random"]
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = plt.subplots(figsize=(8, 5))
     width = 0.8 / len(results)
     for i, (label, r) in enumerate(results.items()):
-        ax.bar([k + i * width for k in range(len(keys))], [r["accuracy"][k] for k in keys], width, label=label)
+        bars = ax.bar([k + i * width for k in range(len(keys))], [r["accuracy"][k] for k in keys], width,
+                      label=label)
+        ax.bar_label(bars, [f"{r['accuracy'][k]:.0%}" for k in keys], fontsize=7, padding=1)
+    ax.axhline(chance, color="0.3", ls=":", lw=1.2, label=f"chance ({chance:.0%})")
     ax.set_xticks([k + width * (len(results) - 1) / 2 for k in range(len(keys))],
                   [f"{k}°" if k != "random" else "random angle" for k in keys])
-    ax.set_ylabel("test accuracy")
-    ax.set_ylim(0, 1)
+    ax.set_xlabel("rotation of the test digits (degrees)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_ylim(0, 1.08)  # room for the value over a bar at 100%
     ax.set_title("digits, trained upright, tested rotated")
-    ax.legend(fontsize=8, loc="lower left")
+    handles, labels = ax.get_legend_handles_labels()  # the contenders first, chance last
+    ax.legend(handles[1:] + handles[:1], labels[1:] + labels[:1], fontsize=8, loc="upper center",
+              bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plt.close(fig)  # pyplot lets go of it; it can still be drawn and saved
+    return fig

@@ -18,8 +18,6 @@ from typing import Any
 
 import yaml
 
-from ..data import check_holdout
-from ..data.augment import parse_policy
 from ..errors import CnnlabError
 from .recipes import recipe_settings
 
@@ -125,6 +123,9 @@ class TrainConfig:
             raise CnnlabError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         if self.label_smoothing >= 1:
             raise CnnlabError(f"--label-smoothing must be below 1, got {self.label_smoothing}")
+        from ..data import check_holdout  # here, not at the top: `cnnlab --help` reads the help without torch
+        from ..data.augment import parse_policy
+
         check_holdout(self.holdout)
         parse_policy(self.augment)
         if self.image_size is not None and self.image_size < 1:
