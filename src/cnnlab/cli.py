@@ -239,7 +239,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def _summary_source(args: argparse.Namespace) -> tuple[str, dict, tuple[int, int, int], int | None]:
     """What `cnnlab summary` describes: (model name, switches, input shape, classes), from a model name, a
     run folder (its model.json) or a model file (--model-config, as `cnnlab search report` writes it)."""
-    from .report.summary import parse_input_shape
+    from .models.summary import parse_input_shape
 
     target, config = args.model, args.model_config
     if target and config:
