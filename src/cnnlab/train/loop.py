@@ -152,6 +152,17 @@ def _train(run: Run, resume: bool, wall_start: float) -> dict:
         if st.step % cfg.log_every == 0:  # rank 0's share of the batch
             sinks.log({"type": "step", "step": st.step, "epoch": epoch + 1, "loss": result.loss_value, "lr": lr})
         if st.step % spe == 0:  # ---- the end of an epoch: evaluate, keep the best, checkpoint ----
+            broken = nonfinite_state(run, st.step)  # e.g. BN statistics overflowed while the loss stayed finite
+            if broken is not None:
+                run.sinks.log({"type": "diagnosis", **broken.to_dict(), "message": broken.message()})
+                if run.recovery.decide() != "rollback":
+                    stop(run, broken)
+                halvings = st.lr_halvings + 1
+                restore(rollback=True)
+                st.lr_halvings, order_of = halvings, (None, None)
+                sinks.warn(f"warning: step {broken.step} rolled back to step {st.step}, learning rate halved "
+                           f"({run.recovery.count()})")
+                continue
             if run.lookahead is not None and st.step == run.total_steps:
                 run.lookahead.finish(model)
             st.train_seconds += time.perf_counter() - tick
@@ -248,6 +259,17 @@ def explain_nonfinite(run: Run, step: int, result, x: torch.Tensor) -> Diagnosis
     if run.monitor is None:
         run.sinks.log({"type": "diagnosis", **problem.to_dict(), "message": problem.message()})
     return problem
+
+
+def nonfinite_state(run: Run, step: int) -> Diagnosis | None:
+    """Once an epoch, with one synchronisation: every weight and buffer finite? A loss can stay finite while
+    batch-norm running statistics overflow, and evaluation would then be meaningless."""
+    named = [(n, t) for n, t in run.model.state_dict().items() if t.is_floating_point()]
+    if bool(torch.stack(torch._foreach_norm([t.float() for _, t in named])).isfinite().all()):
+        return None
+    name = next(n for n, t in named if not torch.isfinite(t).all())
+    return Diagnosis("nonfinite", step, [name.rsplit(".", 1)[0]],
+                     f"'{name}' is no longer finite after epoch {step // run.steps_per_epoch}")
 
 
 def log_health(run: Run) -> None:
