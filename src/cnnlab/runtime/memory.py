@@ -33,7 +33,11 @@ def ensure_fits(nbytes: int, device: torch.device, what: str) -> None:
 def create_model_within_memory(name: str, device: torch.device, **kwargs) -> nn.Module:
     """`create_model`, after counting its parameters on the meta device (no memory) and checking that
     training them fits."""
-    with torch.device("meta"):
-        params = sum(p.numel() for p in create_model(name, **kwargs).parameters())
+    try:
+        with torch.device("meta"):
+            params = sum(p.numel() for p in create_model(name, **kwargs).parameters())
+    except (RuntimeError, OverflowError, MemoryError) as exc:  # sizes beyond what a tensor can even describe
+        raise CnnlabError(f"{name} with these switches cannot be built: {str(exc).splitlines()[0]}; it needs "
+                          f"more GiB than any machine has") from None
     ensure_fits(params * BYTES_PER_PARAMETER, device, f"{name} with {params:,} parameters")
     return create_model(name, **kwargs)

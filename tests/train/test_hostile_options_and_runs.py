@@ -1,0 +1,86 @@
+"""Hostile options and tampered run folders: one line naming the culprit, exit status 2, never a traceback,
+and nothing allocated that would not fit."""
+import pytest
+
+from cnnlab.cli import main
+
+SMALL = ["--model", "resnet20", "--model-kwargs", "width=0.5", "--image-size", "16", "--epochs", "1", "-q"]
+
+
+def one_line_error(capsys, argv, match):
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    assert len(err) == 1 and err[0].startswith("cnnlab: error:") and "Traceback" not in err[0], err
+    assert match in err[0], err[0]
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--seed", "-1"], "--seed must be between 0 and 2^32-1"),
+    (["--seed", str(2 ** 70)], "--seed must be between 0 and 2^32-1"),
+    (["--lr", "nan"], "--lr must be a finite number"),
+    (["--lr", "inf"], "--lr must be a finite number"),
+    (["--holdout", "0"], "--holdout"),
+    (["--holdout", "-1"], "--holdout"),
+    (["--holdout", "2.5"], "--holdout"),
+    (["--image-size", "100000"], "GiB"),
+    (["--model-kwargs", "width=1e7"], "GiB"),
+    (["--data", ""], "--data"),
+])
+def test_hostile_option_is_one_line(tmp_path, capsys, extra, match):
+    one_line_error(capsys, ["train", *SMALL, *extra, "--out", str(tmp_path / "r")], match)
+    assert not (tmp_path / "r" / "summary.json").exists()
+
+
+def test_out_naming_a_file_and_config_naming_a_folder(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    one_line_error(capsys, ["train", *SMALL, "--out", str(tmp_path / "file")], "is a file, not a folder")
+    one_line_error(capsys, ["train", *SMALL, "--config", str(tmp_path), "--out", str(tmp_path / "r")],
+                   "is a folder, not a YAML file")
+
+
+@pytest.mark.parametrize("text, match", [
+    ("model_kwargs: [1, 2]\n", "'model_kwargs' must be a dict"),
+    ("- epochs\n", "expected a mapping of settings"),
+    ("epochs: !!python/object/apply:os.system ['true']\n", "not valid YAML"),
+    ("lr: fast\n", "'lr' must be a float"),
+    ("bogus: 1\n", "unknown setting 'bogus'"),
+])
+def test_hostile_config_file_is_one_line(tmp_path, capsys, text, match):
+    (tmp_path / "run.yaml").write_text(text)
+    one_line_error(capsys, ["train", *SMALL, "--config", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "r")],
+                   match)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "r"
+    assert main(["train", *SMALL, "--out", str(out)]) == 0
+    return out
+
+
+def _copy(run, tmp_path):
+    import shutil
+
+    target = tmp_path / "copy"
+    shutil.copytree(run, target)
+    return target
+
+
+def _latest(run):
+    return run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
+
+
+@pytest.mark.parametrize("damage, match", [
+    (lambda r: (r / "config.yaml").write_text("!!python/object/apply:os.system ['true']\n"), "config.yaml"),
+    (lambda r: (r / "config.yaml").write_text("- a list\n"), "expected a mapping of settings"),
+    (lambda r: (r / "config.yaml").unlink(), "config.yaml: missing"),
+    (lambda r: (r / "checkpoints" / "latest").write_text("../../etc"), "not a checkpoint folder"),
+    (lambda r: (_latest(r) / "model.safetensors").write_bytes(b"\x00junk" * 10), "model.safetensors"),
+    (lambda r: (_latest(r) / "tensors.safetensors").write_bytes(b"junk"), "tensors.safetensors"),
+    (lambda r: (_latest(r) / "state.json").write_text("{"), "state.json"),
+])
+def test_tampered_run_folder_refuses_resume_in_one_line(finished_run, tmp_path, capsys, damage, match):
+    run = _copy(finished_run, tmp_path)
+    damage(run)
+    one_line_error(capsys, ["train", "--resume", "--out", str(run), "--epochs", "2", "-q"], match)
