@@ -59,6 +59,21 @@ class _Parser(argparse.ArgumentParser):
         return parsed
 
 
+class _OperationsFormatter(_HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Keeps the table of augmentation operations as it is laid out."""
+
+
+def _with_operations(format_help):
+    """`cnnlab augment --help` ends with every operation, read from the table that defines them (imported only
+    when the help is shown: it brings torch)."""
+    def formatted() -> str:
+        from .data.augment import policy_help
+
+        return format_help() + "\noperations, applied in this order whatever the order written:\n" + \
+            policy_help() + "\n"
+    return formatted
+
+
 def parse_kwargs(items: list[str]) -> dict:
     """['bn=false', 'kernel_size=7', 'width=0.5'] -> {'bn': False, 'kernel_size': 7, 'width': 0.5}"""
     out = {}
@@ -471,7 +486,9 @@ def build_parser(train_options: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"), help="for --latency")
     p.set_defaults(func=cmd_summary)
 
-    p = sub.add_parser("augment", help="a grid of augmented training images: what the model sees")
+    p = sub.add_parser("augment", help="a grid of augmented training images: what the model sees",
+                       formatter_class=_OperationsFormatter)
+    p.format_help = _with_operations(p.format_help)
     p.add_argument("--data", default="digits", help=_help("data"))
     p.add_argument("--policy", required=True, help=_help("augment"))
     p.add_argument("--out", required=True, type=Path, help="the grid image (.png or .jpg)")
