@@ -184,3 +184,11 @@ def test_tensorboard_event_files_hold_the_logged_scalars(tmp_path):
     logged = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert val == pytest.approx([r["val_accuracy"] for r in logged if r["type"] == "epoch"])
     assert len(events.Scalars("train/loss")) == s["steps"] // 10
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns_that_it_is_emulated(tmp_path, monkeypatch, capsys):
+    import cnnlab.train.setup as setup
+
+    monkeypatch.setattr(setup, "cpu_has_native_bf16", lambda: False)
+    train(TrainConfig(**{**FAST, "precision": "bf16", "device": "cpu", "out": str(tmp_path / "r")}))
+    assert capsys.readouterr().err.count("bf16 is emulated here and far slower than fp32") == 1

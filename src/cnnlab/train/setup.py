@@ -23,8 +23,8 @@ from ..errors import CnnlabError
 from ..models.equivariant import equivariance_note
 from ..models.summary import ModelSummary, summarize
 from ..runtime import distributed
-from ..runtime.device import (keep_freed_memory, resolve_device, resolve_precision, to_channels_last,
-                              use_all_cores)
+from ..runtime.device import (cpu_has_native_bf16, keep_freed_memory, resolve_device, resolve_precision,
+                              to_channels_last, use_all_cores)
 from ..runtime.memory import create_model_within_memory, ensure_fits
 from ..runtime.tensors import channel_stats, normalize, to_device
 from .config import TrainConfig
@@ -100,6 +100,9 @@ def _setup(cfg: TrainConfig, resume: bool, callbacks: Callbacks, ranks: distribu
     threads = use_all_cores(ranks.local_world)
     device = resolve_device(cfg.device, ranks.local_rank)
     precision = resolve_precision(cfg.precision, device)
+    if device.type == "cpu" and precision == "bf16" and not cpu_has_native_bf16() and ranks.main:
+        print("warning: this CPU has no native bf16 (AVX-512 BF16 or AMX): bf16 is emulated here and far slower "
+              "than fp32 (--precision auto picks fp32)", file=sys.stderr)
     if device.type == "cpu" and cfg.keep_freed_memory:
         keep_freed_memory()
     if cfg.sync_bn and ranks.distributed and device.type != "cuda":
