@@ -192,3 +192,27 @@ def test_bf16_on_a_cpu_without_native_bf16_warns_that_it_is_emulated(tmp_path, m
     monkeypatch.setattr(setup, "cpu_has_native_bf16", lambda: False)
     train(TrainConfig(**{**FAST, "precision": "bf16", "device": "cpu", "out": str(tmp_path / "r")}))
     assert capsys.readouterr().err.count("bf16 is emulated here and far slower than fp32") == 1
+
+
+def test_a_kill_while_a_second_checkpoint_of_the_same_step_is_written_keeps_the_first(tmp_path, monkeypatch):
+    import torch
+
+    import cnnlab.train.checkpoint as checkpoint
+
+    model = torch.nn.Linear(3, 2)
+    checkpoint.save_checkpoint(tmp_path, 5, model, {"step": 5, "epoch": 0})
+    real = checkpoint.atomic_write_text
+
+    def killed_before_latest(path, text):
+        if path.name == "latest":
+            raise KeyboardInterrupt  # the process dies before `latest` names the new folder
+        real(path, text)
+
+    monkeypatch.setattr(checkpoint, "atomic_write_text", killed_before_latest)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save_checkpoint(tmp_path, 5, model, {"step": 5, "epoch": 1})
+    monkeypatch.setattr(checkpoint, "atomic_write_text", real)
+    assert checkpoint.load_checkpoint(tmp_path, model)["epoch"] == 0
+    checkpoint.save_checkpoint(tmp_path, 5, model, {"step": 5, "epoch": 1})  # the next write cleans up
+    assert checkpoint.load_checkpoint(tmp_path, model)["epoch"] == 1
+    assert len(list((tmp_path / "checkpoints").glob("step-*"))) == 1
