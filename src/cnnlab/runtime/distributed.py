@@ -6,6 +6,7 @@ Outside torchrun (no WORLD_SIZE in the environment) everything here is a no-op f
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -60,6 +61,10 @@ def wrap(model: nn.Module, ranks: Ranks, sync_bn: bool) -> nn.Module:
     if sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     device_ids = [model_device(model).index] if model_device(model).type == "cuda" else None
+    # A filter bank with one input channel (a grayscale first layer) in channels-last layout has strides that
+    # differ from the contiguous ones only in that size-1 dimension: the same memory order, which DDP's
+    # reducer still reports as "grad strides do not match bucket view strides". Nothing is copied or slowed.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
 
