@@ -37,7 +37,8 @@ def test_deep_sigmoid_plain_net_vanishes_and_batch_norm_or_clean_skips_cure_it(t
 
 def test_learning_rate_far_too_high_is_exploding_before_the_nan_and_training_stops(tmp_path):
     with pytest.raises(TrainingStopped, match="nonfinite"):
-        _run(tmp_path, "hot", "resnet20", model_kwargs={"bn": False, "width": 0.5}, lr=1.0)
+        # fp32 pinned: the path to the NaN is chaotic, and bf16 is native on some CPUs and emulated on others
+        _run(tmp_path, "hot", "resnet20", model_kwargs={"bn": False, "width": 0.5}, lr=3.0, precision="fp32")
     summary = json.loads((tmp_path / "hot" / "summary.json").read_text())
     exploding, nonfinite = summary["diagnoses"]
     assert summary["status"] == "stopped" and exploding["kind"] == "exploding" and nonfinite["kind"] == "nonfinite"

@@ -100,7 +100,8 @@ class GradientMonitor:
         # what the rules read: (step, loss, global grad norm) of the first finite steps and of the latest ones,
         # and the latest per-layer samples; the full record goes to the caller through new_samples()
         self.steps: list[tuple[int, float, float]] = []
-        self.samples: list[dict] = []
+        self.samples: list[dict] = []  # the latest samples at the rules' pace (step 1, then every `every`)
+        self.early: list[dict] = []  # the samples of the first DENSE_STEPS steps
         self._pending: list[dict] = []
         self.diagnoses: list[Diagnosis] = []
         self._reported = 0
@@ -233,19 +234,26 @@ class GradientMonitor:
         s["act_std"] = {k: v[1] for k, v in acts.items()}
         s["dead_fraction"] = {k: v[2] for k, v in acts.items() if self._acts[k][1]}  # ReLU family only
         s["act_absmax"] = {k: v[3] for k, v in acts.items()}
-        self.samples.append(s)
         self._pending.append(s)
-        del self.samples[:-rules.THRESHOLDS["persist_samples"]]
         self._sample, self._before = None, []
-        for rule in rules.SAMPLED_RULES:
-            self._add(rule(self.samples, self.weighted, rules.THRESHOLDS["persist_samples"]))
+        window = rules.THRESHOLDS["persist_samples"]
+        if s["step"] <= DENSE_STEPS:  # the dense start: only evidence beyond doubt is diagnosed this early
+            self.early.append(s)
+            self._add(rules.overwhelming_vanishing(self.early, self.weighted, window))
+        if s["step"] == 1 or s["step"] % self.every == 0:  # the rules' own pace: conditions that persist
+            self.samples.append(s)
+            del self.samples[:-window]
+            for rule in rules.SAMPLED_RULES:
+                self._add(rule(self.samples, self.weighted, window))
 
     def finish(self) -> None:
         """At the end of a run too short to fill a rule's window: judge it on the samples it has."""
-        n = min(len(self.samples), rules.THRESHOLDS["persist_samples"])
-        if 0 < n < rules.THRESHOLDS["persist_samples"]:
+        window = rules.THRESHOLDS["persist_samples"]
+        if 0 < len(self.early) < window:
+            self._add(rules.overwhelming_vanishing(self.early, self.weighted, len(self.early)))
+        if 0 < len(self.samples) < window:
             for rule in rules.SAMPLED_RULES:
-                self._add(rule(self.samples, self.weighted, n))
+                self._add(rule(self.samples, self.weighted, len(self.samples)))
 
     def new_samples(self) -> list[dict]:
         """Per-layer samples taken since the last call (for metrics.jsonl)."""
@@ -274,13 +282,13 @@ class GradientMonitor:
 
     def state_dict(self) -> dict:
         """What a checkpoint needs so that a resumed run diagnoses as an uninterrupted one."""
-        return {"steps": self.steps, "samples": self.samples, "diagnoses": [d.to_dict() for d in self.diagnoses],
+        return {"steps": self.steps, "samples": self.samples, "early": self.early, "diagnoses": [d.to_dict() for d in self.diagnoses],
                 "reported": self._reported, "peak_lr": self.peak_lr, "scaler_skips": self.scaler_skips,
                 "baseline": self._baseline, "layer_grads": self._layer_grads}
 
     def load_state_dict(self, state: dict) -> None:
         self.steps = [tuple(x) for x in state["steps"]]
-        self.samples = state["samples"]
+        self.samples, self.early = state["samples"], state["early"]
         self.diagnoses = [Diagnosis(**d) for d in state["diagnoses"]]
         self._reported, self.peak_lr, self.scaler_skips = state["reported"], state["peak_lr"], state["scaler_skips"]
         self._baseline, self._layer_grads = state["baseline"], state["layer_grads"]

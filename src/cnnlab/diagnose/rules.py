@@ -14,7 +14,8 @@ THRESHOLDS = {
     "baseline_steps": 5,        # the first steps whose gradient norms and loss are the reference
     "vanishing_ratio": 1e-3,    # vanishing: median gradient norm of the first quarter of the weighted layers
                                 # over that of the last quarter, below this
-    "vanishing_floor": 1e-7,    # ... or every layer's gradient norm below this
+    "vanishing_floor": 1e-7,
+    "overwhelming_ratio": 1e-6,  # vanishing within the first steps, sampled densely: the same ratio below this    # ... or every layer's gradient norm below this
     "exploding_growth": 1e3,    # exploding: global gradient norm above this times its baseline ...
     "diverging_loss": 3.0,      # ... or the loss above this times its baseline ...
     "diverging_steps": 3,       # ... for this many steps in a row
@@ -74,7 +75,8 @@ def _persists(samples: list[dict], test, n: int) -> bool:
     return len(samples) >= n and all(test(s) for s in samples[-n:])
 
 
-def vanishing(samples: list[dict], weighted: list[str], n: int) -> Diagnosis | None:
+def vanishing(samples: list[dict], weighted: list[str], n: int,
+              limit: float = THRESHOLDS["vanishing_ratio"]) -> Diagnosis | None:
     """Early layers' gradients orders of magnitude below late layers', sample after sample."""
     if len(weighted) < 4:
         return None
@@ -85,7 +87,7 @@ def vanishing(samples: list[dict], weighted: list[str], n: int) -> Diagnosis | N
         g = s["grad_norm"]
         return statistics.median(g[n] for n in early) / max(statistics.median(g[n] for n in late), 1e-30)
 
-    if _persists(samples, lambda s: ratio(s) < THRESHOLDS["vanishing_ratio"], n):
+    if _persists(samples, lambda s: ratio(s) < limit, n):
         r = ratio(samples[-1])
         return Diagnosis("vanishing", samples[-1]["step"], early,
                          f"gradient norms in the first {plural(q, 'weighted layer')} are {r:.1e} of those in the "
@@ -197,6 +199,12 @@ def lost_updates(samples: list[dict], weighted: list[str], n: int) -> Diagnosis 
                      f"gradients are not zero: the updates fall below the weights' precision",
                      ["keep fp32 master weights and compute in bf16 (autocast: --precision bf16 does this)",
                       "raise the learning rate", "use fp32 weights for this model"])
+
+
+def overwhelming_vanishing(samples: list[dict], weighted: list[str], n: int) -> Diagnosis | None:
+    """Vanishing beyond doubt (three orders of magnitude past the usual threshold) in the densely sampled first
+    steps: a run this sick is diagnosed within them, however short it is."""
+    return vanishing(samples, weighted, n, THRESHOLDS["overwhelming_ratio"])
 
 
 # The sampled rules, in the order the monitor applies them after each sample (and once more when a run ends
