@@ -226,3 +226,23 @@ def test_a_tampered_run_folder_through_the_command_line(run, tmp_path):
                           timeout=120)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "width=10000000.0" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_predict_decodes_images_as_the_data_loaders_do(tmp_path, monkeypatch):
+    """16-bit images scaled (not clipped at 255), transparency composited on white, grey or colour made to
+    match the model, decompression bombs refused in one line."""
+    import PIL.Image
+
+    from cnnlab.errors import CnnlabError
+    from cnnlab.inference import read_image
+
+    Image.fromarray(np.full((8, 8), 40000, dtype=np.uint16)).save(tmp_path / "deep.png")
+    assert read_image(tmp_path / "deep.png", 1).shape == (8, 8, 1)
+    assert (read_image(tmp_path / "deep.png", 1) == 40000 >> 8).all()
+    assert (read_image(tmp_path / "deep.png", 3) == 40000 >> 8).all()
+    Image.new("RGBA", (8, 8), (0, 0, 0, 0)).save(tmp_path / "clear.png")
+    assert (read_image(tmp_path / "clear.png", 3) == 255).all() and read_image(tmp_path / "clear.png", 1).shape[2] == 1
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 100)
+    Image.new("L", (20, 20)).save(tmp_path / "bomb.png")
+    with pytest.raises(CnnlabError, match="decompression bomb"):
+        read_image(tmp_path / "bomb.png", 1)
