@@ -19,11 +19,6 @@ from .runtime.tensors import to_device
 CPU = torch.device("cpu")
 
 
-def read_run_spec(run_dir: Path, option: str = "--checkpoint") -> dict:
-    """A run folder's model.json, checked: model, model_kwargs, num_classes, in_channels, image_size, classes, ..."""
-    return RunFolder(run_dir).require(option).read_spec()
-
-
 def load_run(run_dir: Path, weights: str = "best") -> tuple[torch.nn.Module, dict]:
     """The run's model, in eval mode, with its `weights` (best or last) loaded, and its model.json. A model that
     would not fit in memory is refused before it is built."""
@@ -49,7 +44,7 @@ def _precision(spec: dict) -> str:
 
 
 @dataclass
-class TestSplit:
+class EvalSplit:
     """A test split as a run's model sees it: uint8 images at its image size, and what they were read from."""
     dataset: ImageDataset
     x: torch.Tensor
@@ -60,24 +55,24 @@ class TestSplit:
 
 
 def load_test_split(run_dir: Path, spec: dict, data: str | None = None, holdout: float | int | None = None
-                    ) -> TestSplit:
+                    ) -> EvalSplit:
     """By default the run's own test split: its data, holdout, image size and skip_bad, as the trainer read
     them. `data` evaluates another data set (whose classes must be the run's), `holdout` another split; either
     defaults to the run's."""
     folder = RunFolder(run_dir)
     run = folder.read_data()
-    own = data is None or data_location(data) == run["data"]
     source = data_location(run["data"] if data is None else data)
+    own = source == data_location(run["data"])
     holdout = run["holdout"] if holdout is None else holdout
     if data is None and source not in DATASETS and not Path(source).exists():
         raise CnnlabError(f"{folder}: the data it trained on, {source}, is not here; give --data where it is now")
     ds = load_dataset(source, holdout=holdout, image_size=run["image_size"] if own else spec["image_size"],
                       skip_bad=run["skip_bad"] if own else False)
-    check_classes(ds, spec, f"--data {source}" if data is not None else f"the run's data {source}")
+    check_classes(ds, spec, f"--data {data}" if data is not None else f"the run's data {source}")
     size = spec["image_size"]
     ensure_fits(len(ds.test_y) * ds.channels * size * size, CPU, f"the test split at image size {size}")
     x, y = to_device(ds.test_x, ds.test_y, size, CPU)
-    return TestSplit(ds, x, y, source, holdout, own and holdout == run["holdout"])
+    return EvalSplit(ds, x, y, source, holdout, own and holdout == run["holdout"])
 
 
 def check_classes(ds: ImageDataset, spec: dict, what: str) -> None:
