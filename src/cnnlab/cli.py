@@ -181,6 +181,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .report.confusion import format_confusion, write_confusion_png
 
     r = evaluate_run(args.checkpoint, args.data, weights=args.weights, holdout=args.holdout)
+    split = "its own test split" if r["run_split"] else "test split"
     top5 = len(r["classes"]) > 5  # with 5 classes or fewer, top-5 accuracy is 1 and says nothing
     title = f"{r['model']} on {r['dataset']}: test accuracy {r['accuracy']:.4f} ({plural(r['count'], 'image')})"
     png = write_confusion_png(r["confusion_matrix"], r["classes"],
@@ -188,7 +189,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**r, "confusion_png": str(png)}))
         return 0
-    print(f"{r['model']} on {r['dataset']} test split ({plural(r['count'], 'image')}): accuracy {r['accuracy']:.4f}"
+    print(f"{r['model']} on {r['dataset']} {split} ({plural(r['count'], 'image')}): accuracy {r['accuracy']:.4f}"
           + (f", top-5 {r['top5_accuracy']:.4f}" if top5 else ""))
     width = max(len(c) for c in r["classes"])
     for c, acc in zip(r["classes"], r["per_class_accuracy"]):
@@ -271,9 +272,9 @@ def _summary_source(args: argparse.Namespace) -> tuple[str, dict, tuple[int, int
         cfg = TrainConfig.from_dict({"model_config": config}, f"--model-config {config}")
         name, switches, size = cfg.model, {**cfg.model_kwargs, **given}, cfg.image_size or size
     elif Path(target).is_dir():
-        from .inference import read_run_spec
+        from .train.run_folder import RunFolder
 
-        spec = read_run_spec(target, "summary")
+        spec = RunFolder(target).require("summary").read_spec()
         name, switches = spec["model"], {**spec["model_kwargs"], **given}
         channels, size = spec["in_channels"], spec["image_size"]
         classes = spec["num_classes"] if classes is None else classes
@@ -284,14 +285,17 @@ def _summary_source(args: argparse.Namespace) -> tuple[str, dict, tuple[int, int
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from .models import create_model
+    import torch
+
     from .models.equivariant import equivariance_note
     from .models.registry import check_model_kwargs
     from .models.summary import format_summary, measure_latency_ms, summarize
+    from .runtime.memory import create_model_within_memory
 
     name, switches, shape, classes = _summary_source(args)
     check_model_kwargs(name, switches)
-    model = create_model(name, num_classes=classes, in_channels=shape[0], **switches)
+    model = create_model_within_memory(name, torch.device("cpu"), num_classes=classes, in_channels=shape[0],
+                                       **switches)
     s = summarize(model, shape, name)
     latency = {}
     if args.latency:  # what `cnnlab search --max-latency` compares against
@@ -429,6 +433,14 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_split_options(p: argparse.ArgumentParser) -> None:
+    """`--data` and `--holdout` of the commands that read a run's test split: by default exactly the run's own."""
+    p.add_argument("--data", help="the data set to evaluate, as `train --data` takes it (default: the run's own, "
+                   "read from its run folder, on its own test split)")
+    p.add_argument("--holdout", type=float, help="the test split of a folder without test/, as `train --holdout` "
+                   "takes it (default: the run's)")
+
+
 def build_parser(train_options: bool = True) -> argparse.ArgumentParser:
     """The whole command line; `train_options=False` leaves out `train`'s options, which import the trainer
     (and torch): `main` adds them only when the command is `train`, so that everything else starts at once."""
@@ -446,9 +458,8 @@ def build_parser(train_options: bool = True) -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a trained run on a data set's test split")
     p.add_argument("--checkpoint", required=True, type=Path, help="run folder written by `cnnlab train --out`")
-    p.add_argument("--data", required=True, help=_help("data"))
+    _add_split_options(p)
     p.add_argument("--weights", choices=("best", "last"), default="best", help=WEIGHTS_HELP)
-    p.add_argument("--holdout", type=float, default=0.2, help=_help("holdout"))
     p.add_argument("--confusion-png", type=Path, metavar="FILE",
                    help="where to draw the confusion matrix (default: CHECKPOINT/confusion_matrix.png)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -500,11 +511,10 @@ def build_parser(train_options: bool = True) -> argparse.ArgumentParser:
 
     p = sub.add_parser("invariance", help="how much a trained model's predictions change under transforms")
     p.add_argument("--checkpoint", required=True, type=Path, help="run folder written by `cnnlab train --out`")
-    p.add_argument("--data", required=True, help=_help("data"))
+    _add_split_options(p)
     p.add_argument("--transforms", default="rot90,rot180,hflip,rot15,translate2",
                    help="comma-separated: rotD (rot90, rot15, ...), hflip, vflip, translateN")
     p.add_argument("--weights", choices=("best", "last"), default="best", help=WEIGHTS_HELP)
-    p.add_argument("--holdout", type=float, default=0.2, help=_help("holdout"))
     p.add_argument("--json", action="store_true", help="one object keyed by transform")
     p.set_defaults(func=cmd_invariance)
 

@@ -1,36 +1,36 @@
-"""Using a trained run: rebuild its model from `model.json`, load its weights, evaluate or predict."""
+"""Using a trained run: rebuild its model from `model.json`, load its weights, evaluate or predict. Every file
+of the run is read through `RunFolder`, which checks what it reads."""
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
-from .data import load_dataset
+from .data import DATASETS, ImageDataset, data_location, decode_image, load_dataset
 from .errors import CnnlabError
 from .text import plural
-from .models import create_model
-from .train.checkpoint import load_weights
+from .train.run_folder import RunFolder
 from .runtime.evaluate import metrics_from_logits, predict_logits
+from .runtime.memory import create_model_within_memory, ensure_fits
 from .runtime.tensors import to_device
 
-
-def read_run_spec(run_dir: Path, option: str = "--checkpoint") -> dict:
-    """A run folder's model.json: model, model_kwargs, num_classes, in_channels, image_size, classes, ..."""
-    spec_file = Path(run_dir) / "model.json"
-    if not spec_file.exists():
-        raise CnnlabError(f"{option} {run_dir}: not a cnnlab run folder (no model.json)")
-    return json.loads(spec_file.read_text())
+CPU = torch.device("cpu")
 
 
 def load_run(run_dir: Path, weights: str = "best") -> tuple[torch.nn.Module, dict]:
-    run_dir = Path(run_dir)
-    spec = read_run_spec(run_dir)
-    model = create_model(spec["model"], num_classes=spec["num_classes"], in_channels=spec["in_channels"],
-                         **spec["model_kwargs"])
-    load_weights(model, run_dir / f"{weights}.safetensors")
+    """The run's model, in eval mode, with its `weights` (best or last) loaded, and its model.json. A model that
+    would not fit in memory is refused before it is built."""
+    folder = RunFolder(run_dir).require()
+    spec = folder.read_spec()
+    model = create_model_within_memory(spec["model"], CPU, num_classes=spec["num_classes"],
+                                       in_channels=spec["in_channels"], **spec["model_kwargs"])
+    minimum = getattr(model, "min_input_size", 1)
+    if spec["image_size"] < minimum:
+        raise CnnlabError(f"{folder.spec}: image_size {spec['image_size']} is below {spec['model']}'s minimum input "
+                          f"of {minimum}x{minimum}")
+    folder.load_weights(model, weights)
     return model.eval(), spec
 
 
@@ -43,24 +43,68 @@ def _precision(spec: dict) -> str:
     return "fp32" if spec.get("precision") == "fp16" else spec.get("precision", "fp32")
 
 
-def load_test_split(spec: dict, data: str, holdout: float = 0.2):
-    """The test split of `data` as the run's model sees it: (dataset, uint8 images, labels)."""
-    ds = load_dataset(data, holdout=holdout, image_size=spec["image_size"])
-    if ds.num_classes != spec["num_classes"] or ds.channels != spec["in_channels"]:
-        raise CnnlabError(f"--data {data}: {plural(ds.num_classes, 'class')} of {ds.channels}-channel images, but "
-                          f"the model was trained on {plural(spec['num_classes'], 'class')} of "
+@dataclass
+class EvalSplit:
+    """A test split as a run's model sees it: uint8 images at its image size, and what they were read from."""
+    dataset: ImageDataset
+    x: torch.Tensor
+    y: torch.Tensor
+    data: str  # a registered name, or the path read
+    holdout: float | int
+    run_split: bool  # exactly the split the run was tested on when it trained
+
+
+def load_test_split(run_dir: Path, spec: dict, data: str | None = None, holdout: float | int | None = None
+                    ) -> EvalSplit:
+    """By default the run's own test split: its data, holdout, image size and skip_bad, as the trainer read
+    them. `data` evaluates another data set (whose classes must be the run's), `holdout` another split; either
+    defaults to the run's."""
+    folder = RunFolder(run_dir)
+    run = folder.read_data()
+    source = data_location(run["data"] if data is None else data)
+    own = source == data_location(run["data"])
+    holdout = run["holdout"] if holdout is None else holdout
+    if data is None and source not in DATASETS and not Path(source).exists():
+        raise CnnlabError(f"{folder}: the data it trained on, {source}, is not here; give --data where it is now")
+    ds = load_dataset(source, holdout=holdout, image_size=run["image_size"] if own else spec["image_size"],
+                      skip_bad=run["skip_bad"] if own else False)
+    check_classes(ds, spec, f"--data {data}" if data is not None else f"the run's data {source}")
+    size = spec["image_size"]
+    ensure_fits(len(ds.test_y) * ds.channels * size * size, CPU, f"the test split at image size {size}")
+    x, y = to_device(ds.test_x, ds.test_y, size, CPU)
+    return EvalSplit(ds, x, y, source, holdout, own and holdout == run["holdout"])
+
+
+def check_classes(ds: ImageDataset, spec: dict, what: str) -> None:
+    """Refuse, naming the first class that differs, a data set whose channels or classes (names and order) are
+    not the run's: its labels would mean other classes."""
+    if ds.channels != spec["in_channels"]:
+        raise CnnlabError(f"{what}: {ds.channels}-channel images, but the model was trained on "
                           f"{plural(spec['in_channels'], 'channel')}")
-    x, y = to_device(ds.test_x, ds.test_y, spec["image_size"], torch.device("cpu"))
-    return ds, x, y
+    theirs, ours = list(ds.classes), spec["classes"]
+    if theirs == ours:
+        return
+    i = next((i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b), min(len(theirs), len(ours)))
+    if i < min(len(theirs), len(ours)):
+        why = f"class {i + 1} is '{theirs[i]}' where the run's is '{ours[i]}'"
+    elif len(theirs) < len(ours):
+        why = f"it has {plural(len(theirs), 'class')}, the run {len(ours)}: it lacks the run's class '{ours[i]}'"
+    else:
+        why = f"it has {plural(len(theirs), 'class')}, the run {len(ours)}: class '{theirs[i]}' is not the run's"
+    raise CnnlabError(f"{what}: its classes are not the run's ({why})")
 
 
-def evaluate_run(run_dir: Path, data: str, weights: str = "best", holdout: float = 0.2) -> dict:
+def evaluate_run(run_dir: Path, data: str | None = None, weights: str = "best",
+                 holdout: float | int | None = None) -> dict:
+    """Accuracy, per-class accuracy and confusion matrix on the run's own test split (or on `data`, `holdout`);
+    `data`, `holdout` and `run_split` say what was evaluated."""
     model, spec = load_run(run_dir, weights)
-    ds, x, y = load_test_split(spec, data, holdout)
+    split = load_test_split(run_dir, spec, data, holdout)
     mean, std = stats(spec)
-    logits = predict_logits(model, x, mean, std, _precision(spec), tta=spec.get("tta", 0))
-    return {"model": spec["model"], "dataset": ds.name, "classes": ds.classes,
-            **metrics_from_logits(logits, y, ds.num_classes)}
+    logits = predict_logits(model, split.x, mean, std, _precision(spec), tta=spec.get("tta", 0))
+    return {"model": spec["model"], "dataset": split.dataset.name, "classes": split.dataset.classes,
+            "data": split.data, "holdout": split.holdout, "run_split": split.run_split,
+            **metrics_from_logits(logits, split.y, split.dataset.num_classes)}
 
 
 def image_files(paths: list[Path]) -> list[Path]:
@@ -77,19 +121,21 @@ def image_files(paths: list[Path]) -> list[Path]:
 
 
 def read_image(path: Path, channels: int) -> np.ndarray:
-    """(H, W, channels) uint8, turned upright by its EXIF orientation (a phone photo); CnnlabError if unreadable."""
-    from PIL import ImageOps
-
+    """(H, W, channels) uint8, decoded as the data loaders decode (`cnnlab.data.decode_image`: upright by its
+    EXIF orientation, 16-bit scaled, transparency composited, decompression bombs refused), then made grey
+    (ITU-R 601 luma, as Pillow's "L") or colour to match the model; CnnlabError if unreadable."""
     if Path(path).is_dir():
         raise CnnlabError(f"{path}: a folder with no image files")
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im).convert("L" if channels == 1 else "RGB")
-            return np.asarray(im, dtype=np.uint8).reshape(im.size[1], im.size[0], -1)
-    except FileNotFoundError:
-        raise CnnlabError(f"{path}: file not found") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise CnnlabError(f"{path}: not a readable image ({exc})") from None
+    pixels = decode_image(Path(path), str(path))
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    if channels == 3 and pixels.shape[2] == 1:
+        return np.repeat(pixels, 3, axis=2)
+    if channels == 1 and pixels.shape[2] == 3:
+        from PIL import Image
+
+        return np.asarray(Image.fromarray(pixels).convert("L"), dtype=np.uint8)[..., None]
+    return pixels
 
 
 def predict_images(run_dir: Path, paths: list[Path], top_k: int = 5, weights: str = "best") -> list[dict]:
@@ -105,7 +151,7 @@ def predict_images(run_dir: Path, paths: list[Path], top_k: int = 5, weights: st
         except CnnlabError as exc:
             results.append({"image": str(path), "error": str(exc)})
             continue
-        batch.append((len(results), to_device(img[None], np.zeros(1), spec["image_size"], torch.device("cpu"))[0]))
+        batch.append((len(results), to_device(img[None], np.zeros(1), spec["image_size"], CPU)[0]))
         results.append({"image": str(path)})
     if batch:
         mean, std = stats(spec)

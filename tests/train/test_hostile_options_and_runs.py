@@ -24,7 +24,7 @@ def one_line_error(capsys, argv, match):
     (["--holdout", "-1"], "--holdout"),
     (["--holdout", "2.5"], "--holdout"),
     (["--image-size", "100000"], "GiB"),
-    (["--model-kwargs", "width=1e7"], "GiB"),
+    (["--model-kwargs", "width=1e7"], "too large to build"),
     (["--data", ""], "--data"),
 ])
 def test_hostile_option_is_one_line(tmp_path, capsys, extra, match):

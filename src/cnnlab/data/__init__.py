@@ -65,6 +65,14 @@ def _extract(archive: Path, root: Path, target: Path) -> None:
     os.replace(inner if inner.exists() else tmp, target)
 
 
+def data_location(spec: str) -> str:
+    """`--data` as `load_dataset` reads it from the current folder: a registered name as it is, a path made
+    absolute, so that a run folder's record of its data means the same from whichever folder it is read."""
+    if not isinstance(spec, str) or not spec.strip() or spec in DATASETS:
+        return spec
+    return os.path.abspath(os.path.expanduser(spec))
+
+
 def load_dataset(spec: str, *, download: bool = False, holdout: float = 0.2, image_size: int | None = None,
                  skip_bad: bool = False) -> ImageDataset:
     """A registered name (`digits`, `cifar10`, `cifar100`, `mnist`, `fashion-mnist`) or a path to CIFAR
@@ -104,5 +112,5 @@ def load_dataset(spec: str, *, download: bool = False, holdout: float = 0.2, ima
                       f"folders of images, CIFAR python batches or MNIST IDX files)")
 
 
-__all__ = ["DATASETS", "ImageDataset", "check_holdout", "check_trainable", "decode_image", "download", "fetch",
-           "load_dataset", "stratified_split", "validate"]
+__all__ = ["DATASETS", "ImageDataset", "check_holdout", "check_trainable", "data_location", "decode_image",
+           "download", "fetch", "load_dataset", "stratified_split", "validate"]

@@ -37,11 +37,13 @@ def parse_transform(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 @torch.no_grad()
-def measure_invariance(run_dir: Path, data: str, transforms: list[str], weights: str = "best",
-                       holdout: float = 0.2, batch_size: int = 256) -> dict:
+def measure_invariance(run_dir: Path, data: str | None, transforms: list[str], weights: str = "best",
+                       holdout: float | int | None = None, batch_size: int = 256) -> dict:
+    """{transform: {prediction_change, logit_change, images}} on the run's own test split (or on `data`,
+    `holdout`, each defaulting to the run's; see `load_test_split`)."""
     fns = {name: parse_transform(name) for name in transforms}  # check names before loading anything
     model, spec = load_run(run_dir, weights)
-    _, x, _ = load_test_split(spec, data, holdout)
+    x = load_test_split(run_dir, spec, data, holdout).x
     mean, std = stats(spec)
 
     def logits(images: torch.Tensor) -> torch.Tensor:
@@ -53,5 +55,5 @@ def measure_invariance(run_dir: Path, data: str, transforms: list[str], weights:
         moved = logits(fn(x))
         change = (moved - base).norm(dim=1) / base.norm(dim=1).clamp(min=1e-12)
         out[name] = {"prediction_change": float((moved.argmax(1) != base.argmax(1)).float().mean()),
-                     "logit_change": float(change.mean())}
+                     "logit_change": float(change.mean()), "images": len(x)}
     return out

@@ -3,28 +3,21 @@ evidence and remedies, and draw a heatmap of gradient norms per layer and the lo
 diagnosis marked where it fired."""
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
-from ..errors import CnnlabError
 from ..text import plural
+from ..train.run_folder import RunFolder
 from .rules import THRESHOLDS
 
 
 def load_health(run_dir: Path) -> dict:
-    """The monitor's records of a run: per-layer samples, the loss per logged step, the diagnoses."""
-    run_dir = Path(run_dir)
-    metrics = run_dir / "metrics.jsonl"
-    if not metrics.exists():
-        raise CnnlabError(f"{run_dir}: not a cnnlab run folder (no metrics.jsonl)")
+    """The monitor's records of a run: per-layer samples, the loss per logged step, the diagnoses (each record
+    checked by `RunFolder.read_metrics`)."""
+    folder = RunFolder(run_dir)
     samples, losses, diagnoses = [], {}, []
-    for n, line in enumerate(metrics.read_text().splitlines(), 1):
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            raise CnnlabError(f"{metrics}: line {n} is not JSON; the file is damaged") from None
-        kind = r.get("type")
+    for r in folder.read_metrics():
+        kind = r["type"]
         if kind == "layers":
             samples.append(r)
             losses[r["step"]] = r["loss"]
@@ -32,7 +25,7 @@ def load_health(run_dir: Path) -> dict:
             losses[r["step"]] = r["loss"]
         elif kind == "diagnosis":
             diagnoses.append({k: r[k] for k in ("kind", "step", "layers", "evidence", "remedies")})
-    return {"run_dir": str(run_dir), "samples": samples, "loss": sorted(losses.items()), "diagnoses": diagnoses}
+    return {"run_dir": str(folder), "samples": samples, "loss": sorted(losses.items()), "diagnoses": diagnoses}
 
 
 def format_report(health: dict, plots: list[str]) -> str:

@@ -32,12 +32,13 @@ def ensure_fits(nbytes: int, device: torch.device, what: str) -> None:
 
 def create_model_within_memory(name: str, device: torch.device, **kwargs) -> nn.Module:
     """`create_model`, after counting its parameters on the meta device (no memory) and checking that
-    training them fits."""
+    training them fits; a model whose tensors could not even be described (width=1e7) is refused too."""
+    switches = ", ".join(f"{k}={v}" for k, v in kwargs.items() if k not in ("num_classes", "in_channels"))
+    what = f"{name}" + (f" ({switches})" if switches else "")
     try:
         with torch.device("meta"):
             params = sum(p.numel() for p in create_model(name, **kwargs).parameters())
-    except (RuntimeError, OverflowError, MemoryError) as exc:  # sizes beyond what a tensor can even describe
-        raise CnnlabError(f"{name} with these switches cannot be built: {str(exc).splitlines()[0]}; it needs "
-                          f"more GiB than any machine has") from None
-    ensure_fits(params * BYTES_PER_PARAMETER, device, f"{name} with {params:,} parameters")
+    except (RuntimeError, OverflowError, MemoryError) as exc:
+        raise CnnlabError(f"{what}: its layers are too large to build ({str(exc).splitlines()[0][:100]})") from None
+    ensure_fits(params * BYTES_PER_PARAMETER, device, f"{what} with {params:,} parameters")
     return create_model(name, **kwargs)

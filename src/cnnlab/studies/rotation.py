@@ -47,7 +47,8 @@ def run(out: Path, epochs: int = 15, seed: int = 0, quiet: bool = True) -> dict:
                                     out=str(run_dir), quiet=quiet))
         net, spec = load_run(run_dir)
         chance = 1 / spec["num_classes"]
-        _, x, y = load_test_split(spec, "digits")
+        split = load_test_split(run_dir, spec)  # the run's own: digits
+        x, y = split.x, split.y
         sets = rotated_test_sets(x, seed)
         results[label] = {"model": model, "augment": augment, "params": summary["params"],
                           "train_seconds": summary["train_seconds"],

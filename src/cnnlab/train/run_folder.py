@@ -37,13 +37,29 @@ _SPEC = {
     "classes": lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v),
 }
 
+# metrics.jsonl: what each type of record must hold for the commands that read it (other types pass as they are)
+_RECORDS = {
+    "step": {"step": lambda v: _int(v), "loss": lambda v: _number(v)},
+    "epoch": {"epoch": lambda v: _int(v), "step": lambda v: _int(v)},
+    "layers": {"step": lambda v: _int(v), "loss": lambda v: _number(v),
+               "grad_norm": lambda v: isinstance(v, dict) and all(_number(x) for x in v.values())},
+    "diagnosis": {"kind": lambda v: isinstance(v, str), "step": lambda v: _int(v),
+                  "layers": lambda v: isinstance(v, list), "evidence": lambda v: isinstance(v, str),
+                  "remedies": lambda v: isinstance(v, list)},
+}
+
 
 def _int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _number(v) -> bool:
+    """A JSON number, NaN and infinities included (a loss that diverged is recorded as it was)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def _real(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return _number(v) and math.isfinite(v)
 
 
 class RunFolder:
@@ -155,6 +171,21 @@ class RunFolder:
             raise CnnlabError(f"{self.spec}: classes, mean and std do not match num_classes and in_channels")
         return spec
 
+    def read_data(self) -> dict:
+        """The data the run trained and was tested on, as `load_dataset` takes it: `data` (a registered name, or a
+        path as the trainer resolved it), `holdout`, `image_size` (as given to the loader: None for the data's
+        own) and `skip_bad`. `data` and `holdout` are model.json's; runs written before it recorded them have
+        them from config.yaml (a relative path there is taken from the current folder)."""
+        spec, config = self.read_spec(), self.read_config()
+        source = {key: spec[key] if key in spec else config.get(key) for key in ("data", "holdout")}
+        source.update(image_size=config.get("image_size"), skip_bad=config.get("skip_bad", False))
+        checks = {"data": lambda v: isinstance(v, str) and v.strip(), "holdout": _number,
+                  "image_size": lambda v: v is None or _int(v), "skip_bad": lambda v: isinstance(v, bool)}
+        for key, ok in checks.items():
+            if not ok(source[key]):
+                raise CnnlabError(f"{self.path}: the run's '{key}' has an impossible value {str(source[key])[:60]}")
+        return source
+
     def read_summary(self) -> dict:
         try:
             summary = json.loads(self.summary.read_text())
@@ -178,6 +209,12 @@ class RunFolder:
                 raise CnnlabError(f"{self.metrics}: line {n} is not JSON; the file is damaged") from None
             if not isinstance(record, dict) or not isinstance(record.get("type"), str):
                 raise CnnlabError(f"{self.metrics}: line {n} is not a metrics record")
+            for key, ok in _RECORDS.get(record["type"], {}).items():
+                if key not in record:
+                    raise CnnlabError(f"{self.metrics}: line {n}, a '{record['type']}' record, has no '{key}'")
+                if not ok(record[key]):
+                    raise CnnlabError(f"{self.metrics}: line {n}: '{key}' has an impossible value "
+                                      f"{str(record[key])[:60]}")
             records.append(record)
         return records
 

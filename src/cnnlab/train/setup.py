@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from .. import __version__
-from ..data import check_trainable, load_dataset, stratified_split
+from ..data import check_trainable, data_location, load_dataset, stratified_split
 from ..data.augment import Augmenter, parse_policy
 from ..diagnose.monitor import GradientMonitor
 from ..errors import CnnlabError
@@ -181,7 +181,7 @@ def _setup(cfg: TrainConfig, resume: bool, callbacks: Callbacks, ranks: distribu
     if ranks.main and not resume:
         spec = {"model": cfg.model, "model_kwargs": cfg.model_kwargs, "num_classes": ds.num_classes,
                 "in_channels": ds.channels, "image_size": size, "mean": mean, "std": std, "classes": ds.classes,
-                "precision": precision, "tta": cfg.tta, "data": cfg.data, "holdout": cfg.holdout,
+                "precision": precision, "tta": cfg.tta, "data": data_location(cfg.data), "holdout": cfg.holdout,
                 "environment": environment}
         folder.create(cfg.to_dict(), spec)
     sinks: list[Sink] = [callbacks]

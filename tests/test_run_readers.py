@@ -1,0 +1,248 @@
+"""The commands that read a run folder (eval, predict, invariance, diagnose, summary) read it through RunFolder:
+eval and invariance take the run's own data and test split by default, a data set whose classes are not the
+run's is refused, and a tampered run folder is one line naming the culprit, exit 2, never a traceback."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from cnnlab.cli import main
+
+
+def _image_folder(root, classes, per_class=20, offset=0):
+    """Class folders of 8x8 digit images (class k of `classes` holds digits k+offset), in file-name order."""
+    from cnnlab.data import load_dataset
+
+    ds = load_dataset("digits")
+    for k, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for n, i in enumerate(np.flatnonzero(ds.train_y == k + offset)[:per_class]):
+            Image.fromarray(ds.train_x[i, :, :, 0]).save(root / name / f"{n:02d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A run trained for one short epoch on a folder of classes a, b, c with --holdout 0.1 (2 test images a
+    class, where the default 0.2 would give 4), its data given as a path relative to where it trained."""
+    home = tmp_path_factory.mktemp("trained-here")
+    _image_folder(home / "imgs", "abc")
+    before = os.getcwd()
+    os.chdir(home)
+    try:
+        assert main(["train", "--model", "resnet20", "--model-kwargs", "width=0.25", "--image-size", "8",
+                     "--epochs", "1", "--data", "imgs", "--holdout", "0.1", "-q", "--out", "run"]) == 0
+    finally:
+        os.chdir(before)
+    return home / "run"
+
+
+@pytest.fixture
+def elsewhere(tmp_path, monkeypatch):
+    """The commands run from another folder than the training did."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+# -- the run's own test split, by default -------------------------------------------------------------------------
+def test_eval_defaults_to_the_runs_own_data_and_split(run, elsewhere, capsys):
+    summary = json.loads((run / "summary.json").read_text())
+    assert main(["eval", "--checkpoint", str(run), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["count"] == summary["test_images"] == 6  # --holdout 0.1 of 20 a class; the default 0.2 gives 12
+    assert sum(map(sum, r["confusion_matrix"])) == 6
+    assert r["accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-6)
+    assert r["holdout"] == 0.1 and r["data"] == str(run.parent / "imgs") and r["run_split"] is True
+    # the same with the data named as it was at training, from where it trained; --weights last still works
+    os.chdir(run.parent)
+    assert main(["eval", "--checkpoint", "run", "--data", "imgs", "--weights", "last", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["count"] == 6 and r["holdout"] == 0.1
+    assert main(["eval", "--checkpoint", "run"]) == 0
+    assert "test split (6 images)" in capsys.readouterr().out
+
+
+def test_eval_holdout_option_overrides_the_runs(run, elsewhere, capsys):
+    assert main(["eval", "--checkpoint", str(run), "--holdout", "0.2", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["count"] == 12 and r["holdout"] == 0.2 and r["run_split"] is False
+
+
+def test_eval_on_another_data_set_only_when_asked(run, elsewhere, capsys):
+    other = _image_folder(elsewhere / "other", "abc", per_class=10)  # the same classes, other images
+    assert main(["eval", "--checkpoint", str(run), "--data", str(other), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["count"] == 3 and r["holdout"] == 0.1 and r["data"] == str(other) and r["run_split"] is False
+
+
+def test_invariance_defaults_to_the_runs_own_split(run, elsewhere, capsys):
+    assert main(["invariance", "--checkpoint", str(run), "--transforms", "hflip,rot90", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert list(r) == ["hflip", "rot90"] and all(v["images"] == 6 for v in r.values())
+    assert 0 <= r["hflip"]["prediction_change"] <= 1
+    assert main(["invariance", "--checkpoint", str(run), "--transforms", "hflip", "--holdout", "0.2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["hflip"]["images"] == 12
+
+
+def test_a_data_set_with_other_classes_is_refused(run, elsewhere, capsys):
+    """Trained on a, b, c; evaluated on b, c, z: refused naming the first class that differs (it once scored
+    0.0, exit 0)."""
+    other = _image_folder(elsewhere / "bcz", "bcz")
+    for argv in (["eval", "--checkpoint", str(run), "--data", str(other)],
+                 ["invariance", "--checkpoint", str(run), "--data", str(other)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "'b'" in err[0] and "'a'" in err[0] and str(other) in err[0], err
+    two = _image_folder(elsewhere / "ab", "ab")
+    assert main(["eval", "--checkpoint", str(run), "--data", str(two)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "'c'" in err and "\n" not in err
+
+
+def test_eval_of_a_run_whose_data_is_gone(run, elsewhere, capsys):
+    moved = elsewhere / "run"
+    shutil.copytree(run, moved)
+    spec = json.loads((moved / "model.json").read_text())
+    spec["data"] = str(elsewhere / "no-such-folder")
+    (moved / "model.json").write_text(json.dumps(spec))
+    assert main(["eval", "--checkpoint", str(moved)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no-such-folder" in err and "--data" in err and "\n" not in err
+
+
+def test_an_older_run_without_data_in_model_json_falls_back_to_config_yaml(run, elsewhere, capsys):
+    old = elsewhere / "old"
+    shutil.copytree(run, old)
+    spec = json.loads((old / "model.json").read_text())
+    del spec["data"], spec["holdout"]
+    (old / "model.json").write_text(json.dumps(spec))
+    os.chdir(run.parent)  # config.yaml's data is relative: read from where it trained
+    assert main(["eval", "--checkpoint", str(old), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["count"] == 6 and r["holdout"] == 0.1
+
+
+# -- tampered run folders: one line naming the culprit, exit 2 ---------------------------------------------------
+def _spec_edit(change):
+    def edit(folder):
+        spec = json.loads((folder / "model.json").read_text())
+        change(spec)
+        (folder / "model.json").write_text(json.dumps(spec))
+    return edit
+
+
+def _weights_edit(change):
+    def edit(folder):
+        tensors = load_file(str(folder / "best.safetensors"))
+        change(tensors)
+        save_file(tensors, str(folder / "best.safetensors"))
+    return edit
+
+
+def _truncate(folder):
+    data = (folder / "best.safetensors").read_bytes()
+    (folder / "best.safetensors").write_bytes(data[:len(data) // 2])
+
+
+def _first_float(tensors):
+    return next(k for k, v in tensors.items() if v.is_floating_point() and v.dim() > 1)
+
+
+def _nan(tensors):
+    tensors[_first_float(tensors)][0].fill_(float("nan"))
+
+
+def _reshape(tensors):
+    key = _first_float(tensors)
+    tensors[key] = torch.zeros(tensors[key].numel() + 1)
+
+
+SPEC_CASES = {
+    "invalid-json": (lambda f: (f / "model.json").write_text("{\"model\": "), "model.json"),
+    "a-list": (lambda f: (f / "model.json").write_text("[1, 2]"), "model.json"),
+    "missing-key": (_spec_edit(lambda s: s.pop("num_classes")), "num_classes"),
+    "one-class": (_spec_edit(lambda s: s.update(num_classes=1, classes=["a"])), "num_classes"),
+    "absurd-image-size": (_spec_edit(lambda s: s.update(image_size=10 ** 7)), "image_size"),
+    "absurd-width": (_spec_edit(lambda s: s["model_kwargs"].update(width=1e7)), "width=10000000.0"),
+    "large-width": (_spec_edit(lambda s: s["model_kwargs"].update(width=3000)), "parameters"),
+    "classes-not-num-classes": (_spec_edit(lambda s: s.update(classes=["a", "b"])), "classes"),
+    "unknown-model": (_spec_edit(lambda s: s.update(model="resnet21")), "resnet21"),
+    "switch-as-list": (_spec_edit(lambda s: s.update(model_kwargs=[1])), "model_kwargs"),
+}
+WEIGHT_CASES = {
+    "missing": (lambda f: (f / "best.safetensors").unlink(), "best.safetensors"),
+    "random-bytes": (lambda f: (f / "best.safetensors").write_bytes(os.urandom(4096)), "best.safetensors"),
+    "truncated": (_truncate, "best.safetensors"),
+    "nan": (_weights_edit(_nan), "NaN"),
+    "wrong-shape": (_weights_edit(_reshape), "the model expects"),
+}
+METRICS_CASES = {
+    "no-loss": (lambda f: (f / "metrics.jsonl").write_text('{"type": "step", "step": 1, "epoch": 1}\n'), "loss"),
+    "not-a-dict": (lambda f: (f / "metrics.jsonl").write_text('[1, 2]\n'), "line 1"),
+    "layers-without-norms": (lambda f: (f / "metrics.jsonl").write_text(
+        '{"type": "layers", "step": 1, "loss": 2.3}\n'), "grad_norm"),
+    "diagnosis-without-kind": (lambda f: (f / "metrics.jsonl").write_text(
+        '{"type": "diagnosis", "step": 1}\n'), "kind"),
+    "missing": (lambda f: (f / "metrics.jsonl").unlink(), "metrics.jsonl"),
+}
+COMMANDS = {
+    "eval": lambda f, data, image: ["eval", "--checkpoint", str(f), "--data", data],
+    "predict": lambda f, data, image: ["predict", "--checkpoint", str(f), str(image)],
+    "invariance": lambda f, data, image: ["invariance", "--checkpoint", str(f), "--data", data,
+                                          "--transforms", "hflip"],
+    "summary": lambda f, data, image: ["summary", str(f)],
+    "diagnose": lambda f, data, image: ["diagnose", str(f), "--plots", str(f / "plots")],
+}
+CASES = [(c, name, *SPEC_CASES[name]) for c in ("eval", "predict", "invariance", "summary") for name in SPEC_CASES] + \
+    [(c, name, *WEIGHT_CASES[name]) for c in ("eval", "predict", "invariance") for name in WEIGHT_CASES] + \
+    [("diagnose", name, *METRICS_CASES[name]) for name in METRICS_CASES]
+
+
+@pytest.mark.parametrize("command,case,edit,culprit", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
+def test_a_tampered_run_folder_is_one_line_and_exit_2(run, tmp_path, capsys, command, case, edit, culprit):
+    folder = tmp_path / "run"
+    shutil.copytree(run, folder)
+    edit(folder)
+    image = next((run.parent / "imgs" / "a").iterdir())
+    assert main(COMMANDS[command](folder, str(run.parent / "imgs"), image)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cnnlab: error:") and culprit in err[0], err
+
+
+def test_a_tampered_run_folder_through_the_command_line(run, tmp_path):
+    """The same through a process of its own: one line on stderr, no traceback."""
+    folder = tmp_path / "run"
+    shutil.copytree(run, folder)
+    SPEC_CASES["absurd-width"][0](folder)
+    proc = subprocess.run([sys.executable, "-m", "cnnlab", "predict", "--checkpoint", str(folder),
+                           str(next((run.parent / "imgs" / "a").iterdir()))], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "width=10000000.0" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_predict_decodes_images_as_the_data_loaders_do(tmp_path, monkeypatch):
+    """16-bit images scaled (not clipped at 255), transparency composited on white, grey or colour made to
+    match the model, decompression bombs refused in one line."""
+    import PIL.Image
+
+    from cnnlab.errors import CnnlabError
+    from cnnlab.inference import read_image
+
+    Image.fromarray(np.full((8, 8), 40000, dtype=np.uint16)).save(tmp_path / "deep.png")
+    assert read_image(tmp_path / "deep.png", 1).shape == (8, 8, 1)
+    assert (read_image(tmp_path / "deep.png", 1) == 40000 >> 8).all()
+    assert (read_image(tmp_path / "deep.png", 3) == 40000 >> 8).all()
+    Image.new("RGBA", (8, 8), (0, 0, 0, 0)).save(tmp_path / "clear.png")
+    assert (read_image(tmp_path / "clear.png", 3) == 255).all() and read_image(tmp_path / "clear.png", 1).shape[2] == 1
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 100)
+    Image.new("L", (20, 20)).save(tmp_path / "bomb.png")
+    with pytest.raises(CnnlabError, match="decompression bomb"):
+        read_image(tmp_path / "bomb.png", 1)
