@@ -2,8 +2,11 @@
 study.db left behind by a search that was refused (issue 13); a clean `cnnlab --help` (issue 15)."""
 import sqlite3
 
+import optuna
 import pytest
+import torch
 
+from cnnlab import CnnlabError
 from cnnlab.cli import main
 
 BASE = ["search", "--space", "resnet-like", "--trials", "2", "--data", "digits", "--epochs", "1"]
@@ -103,3 +106,21 @@ def test_help_lists_search_report_with_a_help_line(capsys):
         main(["search", "--help"])
     text = capsys.readouterr().out
     assert "-q, --quiet" in text and "--json" in text
+
+
+def test_an_architecture_too_big_for_memory_is_rejected_before_anything_is_allocated():
+    from cnnlab.models import create_model
+    from cnnlab.report.summary import summarize
+    from cnnlab.search.run import _check_fits
+
+    with torch.device("meta"):  # as the search checks a draw: shapes only
+        stats = [summarize(create_model("cnn", num_classes=10, in_channels=1, arch={"stages": [
+                 {"blocks": 1, "width": width, "kernel": 3}]}), (1, 8, 8)) for width in (8, 2_000_000)]
+    _check_fits(stats[0], 128)
+    with pytest.raises(CnnlabError, match=r"GiB to train \(72,000,050,000,010 parameters, batch 128\), more than"):
+        _check_fits(stats[1], 128)
+
+
+def test_search_report_names_a_missing_study(tmp_path, capsys):
+    optuna.create_study(study_name="search", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    _one_line_error(capsys, ["search", "report", str(tmp_path), "--study", "other"], "--study other: not in")

@@ -57,6 +57,8 @@ def load_results(out: Path, study: str | None = None, storage: str | None = None
             raise CnnlabError(f"{url}: holds no study")
         if study is None and len(names) > 1:
             raise CnnlabError(f"{url} holds several studies ({', '.join(names)}); choose one with --study")
+        if study is not None and study not in names:
+            raise CnnlabError(f"--study {study}: not in {url}, which holds {', '.join(names)}")
         s = optuna.load_study(study_name=study or names[0], storage=url)
         return _results(s)
     except CnnlabError:
@@ -96,6 +98,13 @@ def _results(s: optuna.Study) -> dict:
 def write_outputs(results: dict, out: Path) -> dict:
     """best_model.yaml (for --model-config) and pareto.png, next to the study."""
     out = Path(out)
+    try:
+        return _write(results, out)
+    except OSError as exc:
+        raise CnnlabError(f"{out}: cannot write the report's files ({exc.strerror or exc})") from None
+
+
+def _write(results: dict, out: Path) -> dict:
     files = {}
     if results["leaderboard"]:
         best = results["leaderboard"][0]

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -16,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 import optuna
+import torch
 
 from ..data import load_dataset
 from ..errors import CnnlabError, TrainingStopped
@@ -161,10 +164,8 @@ def open_study(out: Path, study: str, storage: str | None, strategy: str = "tpe"
     sampler, stopper = make_sampler(strategy, seed, budget), make_pruner(pruner)  # bad choices: before any file
     out = Path(out)
     _check_out(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CnnlabError(f"--out {out}: cannot create the folder ({exc.strerror})") from None
+    if storage is None:  # the default storage lives in --out; with a URL, --out is made once the study opened
+        _make_folder(out)
     url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     where = f"--storage {url}" if storage else str(out / "study.db")
     optuna.logging.set_verbosity(logging.ERROR)  # a diverged trial is reported by `search report`, not as a traceback
@@ -177,10 +178,19 @@ def open_study(out: Path, study: str, storage: str | None, strategy: str = "tpe"
                                              grace_period=3 * HEARTBEAT_SECONDS,
                                              heartbeat_stale_trial_callback=retry)
         directions = ["maximize" if o == "accuracy" else "minimize" for o in objectives]
-        return optuna.create_study(study_name=study, storage=rdb, sampler=sampler, directions=directions,
-                                   pruner=stopper, load_if_exists=True)
+        opened = optuna.create_study(study_name=study, storage=rdb, sampler=sampler, directions=directions,
+                                     pruner=stopper, load_if_exists=True)
     except Exception as exc:  # noqa: BLE001 - a bad URL, a missing driver, a server that does not answer
         raise CnnlabError(f"{where}: cannot open the study ({str(exc).splitlines()[0]})") from None
+    _make_folder(out)
+    return opened
+
+
+def _make_folder(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CnnlabError(f"--out {out}: cannot create the folder ({exc.strerror})") from None
 
 
 def _trial_config(data: str, epochs: int, seed: int, image_size: int | None, run_dir: Path, arch: dict | None = None,
@@ -209,6 +219,24 @@ def _check_options(trials: int, workers: int, seed: int, objectives: tuple[str, 
         raise CnnlabError("--pruner works for single-objective searches only (Optuna cannot prune several "
                           "objectives); for a multi-objective search give a short --epochs and retrain the "
                           "Pareto front of `cnnlab search report` with --model-config")
+
+
+def _memory_bytes() -> int:
+    """What a trial may use: the GPU's memory where training will run on one, else the machine's."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_properties(0).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _check_fits(stats, batch_size: int) -> None:
+    """A rough lower bound of what training needs: weights, gradients and two optimiser copies at 4 bytes, and
+    every layer's output kept for the backward pass and its gradient, for one batch. An architecture over the
+    memory is rejected before anything is allocated."""
+    need = 16 * stats.params + 8 * batch_size * sum(math.prod(row.output) for row in stats.layers if row.output)
+    have = _memory_bytes()
+    if need > have:
+        raise CnnlabError(f"needs at least {need / 2 ** 30:,.1f} GiB to train ({stats.params:,} parameters, batch "
+                          f"{batch_size}), more than the {have / 2 ** 30:,.1f} GiB here")
 
 
 def _standing(study: optuna.Study, trials: int) -> str:
@@ -245,7 +273,7 @@ def _wait_for(helpers: list) -> None:
         log.seek(0)
         said = log.read().decode(errors="replace").strip().splitlines()
         log.close()
-        if status:
+        if status not in (0, 130, -signal.SIGINT):
             print(f"cnnlab: warning: search worker {i} exited with status {status}"
                   + (f": {said[-1]}" if said else ""), file=sys.stderr)
 
@@ -258,6 +286,8 @@ def helper_main(spec: str) -> int:
     except CnnlabError as exc:
         print(f"cnnlab: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C reaches every worker; the first one says so
+        return 130
     return 0
 
 
@@ -295,17 +325,20 @@ def run_search(space_name: str, data: str, trials: int, study: str, out: Path, s
         trial.set_user_attr("arch", arch)
         latency = None
         try:
-            model = create_model("cnn", num_classes=ds.num_classes, in_channels=ds.channels, arch=arch)
-            if size < model.min_input_size:
-                valid = " and unpadded convs" if arch.get("padding") == "valid" else ""
-                raise CnnlabError(f"{len(arch['stages']) - 1} downsamplings{valid} need inputs of at least "
-                                  f"{model.min_input_size}x{model.min_input_size}, the data is {size}x{size}")
-            stats = summarize(model, (ds.channels, size, size))
+            with torch.device("meta"):  # shapes only: an absurdly wide draw costs no memory
+                shell = create_model("cnn", num_classes=ds.num_classes, in_channels=ds.channels, arch=arch)
+                if size < shell.min_input_size:
+                    valid = " and unpadded convs" if arch.get("padding") == "valid" else ""
+                    raise CnnlabError(f"{len(arch['stages']) - 1} downsamplings{valid} need inputs of at least "
+                                      f"{shell.min_input_size}x{shell.min_input_size}, the data is {size}x{size}")
+                stats = summarize(shell, (ds.channels, size, size))
             if max_params and stats.params > max_params:
                 raise CnnlabError(f"{stats.params:,} parameters, more than --max-params {max_params:,}")
             if max_macs and stats.macs > max_macs:
                 raise CnnlabError(f"{stats.macs:,} MACs, more than --max-macs {max_macs:,}")
+            _check_fits(stats, settings.get("batch_size", TrainConfig.batch_size))
             if max_latency or "latency" in objectives:
+                model = create_model("cnn", num_classes=ds.num_classes, in_channels=ds.channels, arch=arch)
                 latency = measure_latency_ms(model, (ds.channels, size, size))
                 trial.set_user_attr("latency_ms", latency)
                 if max_latency and latency > max_latency:
