@@ -346,10 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="folder for study.db, trials/ and the report")
     p.add_argument("--storage", help="database URL (default: sqlite in --out; postgresql://... for many machines)")
     p.add_argument("--strategy", default="tpe", choices=STRATEGIES,
-                   help="random, tpe, evolution (regularized) or nsga2 (multi-objective)")
+                   help="evolution: regularized (aging) evolution; nsga2: for multi-objective searches (default: tpe)")
     p.add_argument("--objectives", default="accuracy", help="accuracy, or accuracy,params (or macs, latency): "
                    "a multi-objective search returning the Pareto front")
-    p.add_argument("--pruner", default="none", choices=PRUNERS, help="none, halving or hyperband (single-objective only)")
+    p.add_argument("--pruner", default="none", choices=PRUNERS,
+                   help="stop unpromising trials early: successive halving or Hyperband (single-objective only)")
     p.add_argument("--workers", type=int, default=1, help="processes on this machine sharing the study")
     p.add_argument("--epochs", type=int, default=3, help="training epochs per trial")
     p.add_argument("--max-params", type=int, help="reject larger architectures before training")

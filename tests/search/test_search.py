@@ -54,7 +54,7 @@ def test_search_trains_rejects_restarts_without_retraining_and_exports_a_trainab
     printed = capsys.readouterr()
     assert "4 trained" in printed.out and "rejected before training" in printed.out  # rejections are not in the 4
     progress = printed.err.splitlines()  # no long silence: trials done / total, the best so far, the architecture
-    assert any(line.startswith("search: trial #") and "(0/4 trained)" in line and " relu " in line or " gelu " in line
+    assert any(line.startswith("search: trial #") and "(0/4 trained" in line and (" relu " in line or " gelu " in line)
                for line in progress), progress
     assert any("(4/4 trained, best 0." in line for line in progress), progress
     result_dirs = sorted((out / "trials").iterdir())
