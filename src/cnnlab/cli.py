@@ -364,36 +364,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     from .search.report import report
     from .search.run import run_search
 
-    if args.trials < 1:
-        raise CnnlabError(f"--trials must be at least 1, got {args.trials}")
-    if args.workers < 1:
-        raise CnnlabError(f"--workers must be at least 1, got {args.workers}")
-    for limit in ("max_params", "max_macs", "max_latency"):
-        if getattr(args, limit) is not None and getattr(args, limit) <= 0:
-            raise CnnlabError(f"--{limit.replace('_', '-')} must be positive, got {getattr(args, limit)}")
     objectives = tuple(o.strip() for o in args.objectives.split(","))
-    helpers = []
-    if args.workers > 1:  # more processes joining the same study through its storage, created here first
-        import subprocess
-
-        from .search.run import open_study
-
-        open_study(args.out, args.study, args.storage, args.strategy, args.seed, objectives, args.pruner, args.trials)
-
-        argv = list(args.argv)
-        k = argv.index("--workers")
-        argv[k + 1] = "1"
-        helpers = [subprocess.Popen([sys.executable, "-m", "cnnlab", *argv], stdout=subprocess.DEVNULL)
-                   for _ in range(args.workers - 1)]
-    try:
-        run_search(args.space, args.data, args.trials, args.study, args.out, storage=args.storage,
-                   strategy=args.strategy, epochs=args.epochs, seed=args.seed, max_params=args.max_params,
-                   max_macs=args.max_macs, image_size=args.image_size, quiet=True, objectives=objectives,
-                   pruner=args.pruner, max_latency=args.max_latency)
-    finally:
-        for h in helpers:
-            h.wait()
-    print(report(args.out, args.study, args.storage))
+    run_search(args.space, args.data, args.trials, args.study, args.out, storage=args.storage, strategy=args.strategy,
+               epochs=args.epochs, seed=args.seed, max_params=args.max_params, max_macs=args.max_macs,
+               image_size=args.image_size, quiet=args.quiet, objectives=objectives, pruner=args.pruner,
+               max_latency=args.max_latency, workers=args.workers)
+    print(report(args.out, args.study, args.storage, as_json=args.json))
     return 0
 
 
@@ -525,6 +501,8 @@ def build_parser(train_options: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed of the training runs and the random angles")
     p.set_defaults(func=cmd_study)
 
+    from .search import PRUNERS, STRATEGIES
+
     p = sub.add_parser("search", help="architecture search (`cnnlab search report DIR` shows the results)")
     p.add_argument("--space", required=True, help="a ready space (vgg-like, resnet-like, mixed) or a YAML file")
     p.add_argument("--data", default="digits", help=_help("data"))
@@ -533,10 +511,12 @@ def build_parser(train_options: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--study", default="search", help="study name (workers sharing a storage join it)")
     p.add_argument("--out", required=True, type=Path, help="folder for study.db, trials/ and the report")
     p.add_argument("--storage", help="database URL (default: sqlite in --out; postgresql://... for many machines)")
-    p.add_argument("--strategy", default="tpe", help="random, tpe, evolution (regularized) or nsga2 (multi-objective)")
+    p.add_argument("--strategy", default="tpe", choices=STRATEGIES,
+                   help="evolution: regularized (aging) evolution; nsga2: for multi-objective searches (default: tpe)")
     p.add_argument("--objectives", default="accuracy", help="accuracy, or accuracy,params (or macs, latency): "
                    "a multi-objective search returning the Pareto front")
-    p.add_argument("--pruner", default="none", help="none, halving or hyperband (single-objective only)")
+    p.add_argument("--pruner", default="none", choices=PRUNERS,
+                   help="stop unpromising trials early: successive halving or Hyperband (single-objective only)")
     p.add_argument("--workers", type=int, default=1, help="processes on this machine sharing the study")
     p.add_argument("--epochs", type=int, default=3, help="training epochs per trial")
     p.add_argument("--max-params", type=int, help="reject larger architectures before training")
@@ -544,10 +524,14 @@ def build_parser(train_options: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--max-latency", type=float, help="reject architectures slower than this many ms per image "
                    "(batch 1, measured here before training)")
     p.add_argument("--image-size", type=int, default=None, help=_help("image_size"))
-    p.add_argument("--seed", type=int, default=0, help="random seed of the sampler and of each trial's training")
+    p.add_argument("--seed", type=int, default=0, help="the search's seed (each trial's draws come from it and "
+                   "the trial's number; every trial trains with it)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines; the result is still printed")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=cmd_search)
 
-    p = sub.add_parser("search-report")  # no help: not listed; `cnnlab search report DIR` is how it is called
+    # `cnnlab search report DIR`: main() joins the two words into this one command name
+    p = sub.add_parser("search report", help="the results of a search: leaderboard, pareto.png, best_model.yaml")
     p.add_argument("dir", type=Path, metavar="DIR", help="the --out folder of `cnnlab search`")
     p.add_argument("--study", help="study name, where the storage holds several")
     p.add_argument("--storage", help="database URL, if not the folder's study.db")
@@ -574,10 +558,9 @@ def build_parser(train_options: bool = True) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:2] == ["search", "report"]:  # `cnnlab search report DIR`
-        argv = ["search-report", *argv[2:]]
+        argv = ["search report", *argv[2:]]
     try:
         args = build_parser(train_options=argv[:1] == ["train"]).parse_args(argv)
-        args.argv = argv  # as given, for commands that start more of themselves (search --workers)
         return args.func(args)
     except CnnlabError as exc:
         print(f"cnnlab: error: {exc}", file=sys.stderr)

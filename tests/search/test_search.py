@@ -51,14 +51,19 @@ def test_search_trains_rejects_restarts_without_retraining_and_exports_a_trainab
     out = tmp_path / "search"
     assert main(["search", "--space", "mixed", "--trials", "4", "--out", str(out), "--max-params", "1000000",
                  *SMALL]) == 0
-    printed = capsys.readouterr().out
-    assert "4 trained" in printed and "rejected before training" in printed  # rejections are not in the 4
+    printed = capsys.readouterr()
+    assert "4 trained" in printed.out and "rejected before training" in printed.out  # rejections are not in the 4
+    progress = printed.err.splitlines()  # no long silence: trials done / total, the best so far, the architecture
+    assert any(line.startswith("search: trial #") and "(0/4 trained" in line and (" relu " in line or " gelu " in line)
+               for line in progress), progress
+    assert any("(4/4 trained, best 0." in line for line in progress), progress
     result_dirs = sorted((out / "trials").iterdir())
     stamps = [(d / "summary.json").stat().st_mtime for d in result_dirs]
     assert main(["search", "--space", "mixed", "--trials", "4", "--out", str(out), "--max-params", "1000000",
-                 *SMALL]) == 0  # restarted: the study is complete, nothing trains again
+                 *SMALL, "-q", "--json"]) == 0  # restarted: the study is complete, nothing trains again
     assert [(d / "summary.json").stat().st_mtime for d in result_dirs] == stamps
-    capsys.readouterr()
+    printed = capsys.readouterr()
+    assert printed.err == "" and len(json.loads(printed.out)["leaderboard"]) == 4  # -q: the result, no progress
     assert main(["search", "report", str(out), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert len(report["leaderboard"]) == 4 and report["trials"] == 4 + len(report["rejected"])
@@ -130,12 +135,16 @@ def test_hyperband_stops_unpromising_trials_early(tmp_path, capsys):
 
 def test_two_workers_share_one_study(tmp_path, capsys):
     out = tmp_path / "two"
-    assert main(["search", "--space", "resnet-like", "--trials", "4", "--out", str(out), "--workers", "2",
+    # --work=2: any spelling argparse accepts (an abbreviation, with "="); the helper is started from the parsed
+    # options, not from the command line as typed
+    assert main(["search", "--space", "resnet-like", "--trials", "4", "--out", str(out), "--work=2",
                  "--data", "digits", "--epochs", "1", "--image-size", "16", "--strategy", "random"]) == 0
     study = optuna.load_study(study_name="search", storage=f"sqlite:///{out / 'study.db'}")
     states = [t.state for t in study.trials]
     assert 4 <= len(states) <= 5 and all(s == optuna.trial.TrialState.COMPLETE for s in states)
     assert len(list((out / "trials").iterdir())) == len(states)  # both processes wrote trials into one study
+    choices = [t.params for t in study.trials]
+    assert all(a != b for i, a in enumerate(choices) for b in choices[i + 1:])  # no architecture trained twice
 
 
 def test_regularized_evolution_mutates_one_choice_of_a_good_recent_parent():
