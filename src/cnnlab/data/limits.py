@@ -5,19 +5,13 @@ from __future__ import annotations
 import os
 
 from ..errors import CnnlabError
+from ..runtime.memory import total_memory
 
 MEMBER = ("CNNLAB_MAX_MEMBER_BYTES", 256 << 20)  # one archive member, or one decompressed data file
 TOTAL = ("CNNLAB_MAX_ARCHIVE_BYTES", 4 << 30)  # a whole decompressed archive, and the members read from it
 
 
-def _half_of_memory() -> int:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
-    except (ValueError, OSError, AttributeError):  # not POSIX
-        return 8 << 30
-
-
-DECODED = ("CNNLAB_MAX_DECODED_BYTES", _half_of_memory())  # the decoded images of one data set
+DECODED = ("CNNLAB_MAX_DECODED_BYTES", min(total_memory() // 2, 1 << 60))  # the decoded images of one data set
 
 
 def limit(setting: tuple[str, int]) -> int:

@@ -14,6 +14,16 @@ from ..models import create_model
 BYTES_PER_PARAMETER = 16
 
 
+def total_memory(device: torch.device | None = None) -> int:
+    """The GPU's memory for a CUDA device, else the machine's; 2^62 where it cannot be told (nothing refused)."""
+    if device is not None and device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX
+        return 2 ** 62
+
+
 def available_memory(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
@@ -21,6 +31,12 @@ def available_memory(device: torch.device) -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return 2 ** 62  # unknown: nothing is refused
+
+
+def training_bytes(params: int, activations_per_image: int, batch_size: int) -> int:
+    """A lower bound of what training needs: BYTES_PER_PARAMETER per parameter, and every layer's output kept
+    for the backward pass plus its gradient (4 bytes each) for one batch."""
+    return BYTES_PER_PARAMETER * params + 8 * batch_size * activations_per_image
 
 
 def ensure_fits(nbytes: int, device: torch.device, what: str) -> None:

@@ -24,6 +24,7 @@ from ..data import load_dataset
 from ..errors import CnnlabError, TrainingStopped
 from ..models import create_model
 from ..models.summary import measure_latency_ms, summarize
+from ..runtime.memory import total_memory, training_bytes
 from ..train import TrainConfig, train
 from . import OBJECTIVES, PRUNERS, STRATEGIES
 from .evolution import RegularizedEvolutionSampler
@@ -221,19 +222,11 @@ def _check_options(trials: int, workers: int, seed: int, objectives: tuple[str, 
                           "Pareto front of `cnnlab search report` with --model-config")
 
 
-def _memory_bytes() -> int:
-    """What a trial may use: the GPU's memory where training will run on one, else the machine's."""
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_properties(0).total_memory
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
 def _check_fits(stats, batch_size: int) -> None:
-    """A rough lower bound of what training needs: weights, gradients and two optimiser copies at 4 bytes, and
-    every layer's output kept for the backward pass and its gradient, for one batch. An architecture over the
-    memory is rejected before anything is allocated."""
-    need = 16 * stats.params + 8 * batch_size * sum(math.prod(row.output) for row in stats.layers if row.output)
-    have = _memory_bytes()
+    """An architecture whose training would not fit in memory (see `runtime.memory.training_bytes`) is rejected
+    before anything is allocated."""
+    need = training_bytes(stats.params, sum(math.prod(row.output) for row in stats.layers if row.output), batch_size)
+    have = total_memory(torch.device("cuda") if torch.cuda.is_available() else None)
     if need > have:
         raise CnnlabError(f"needs at least {need / 2 ** 30:,.1f} GiB to train ({stats.params:,} parameters, batch "
                           f"{batch_size}), more than the {have / 2 ** 30:,.1f} GiB here")
