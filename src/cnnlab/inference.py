@@ -25,9 +25,9 @@ def read_run_spec(run_dir: Path, option: str = "--checkpoint") -> dict:
     return json.loads(spec_file.read_text())
 
 
-def load_run(run_dir: Path, weights: str = "best") -> tuple[torch.nn.Module, dict]:
+def load_run(run_dir: Path, weights: str = "best", option: str = "--checkpoint") -> tuple[torch.nn.Module, dict]:
     run_dir = Path(run_dir)
-    spec = read_run_spec(run_dir)
+    spec = read_run_spec(run_dir, option)
     model = create_model(spec["model"], num_classes=spec["num_classes"], in_channels=spec["in_channels"],
                          **spec["model_kwargs"])
     load_weights(model, run_dir / f"{weights}.safetensors")
