@@ -37,16 +37,17 @@ def head_keys(model: nn.Module) -> set[str]:
     return {key for key in model.state_dict() if key.rpartition(".")[0] in after}
 
 
-def read_state(source: str) -> dict[str, torch.Tensor]:
+def read_state(source: str) -> tuple[dict[str, torch.Tensor], list[str] | None]:
     """A state dict from a file (.safetensors, or a torch.save'd .pth read without unpickling code) or a run
-    folder's best weights."""
+    folder's best weights, and the class names it was trained on where known (a run folder's)."""
     path = Path(source)
     if path.is_dir():
-        return read_tensors(RunFolder(path).require("--init-from").weights("best"))
+        folder = RunFolder(path).require("--init-from")
+        return read_tensors(folder.weights("best")), folder.read_spec()["classes"]
     if not path.is_file():
         raise CnnlabError(f"--init-from {source}: no such file or run folder")
     if path.suffix == ".safetensors":
-        return read_tensors(path)
+        return read_tensors(path), None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as exc:
@@ -60,15 +61,18 @@ def read_state(source: str) -> dict[str, torch.Tensor]:
                           f"{type(state).__name__}")
     if state and all(k.startswith("module.") for k in state):  # saved from a DataParallel/DDP wrapper
         state = {k[len("module."):]: v for k, v in state.items()}
-    return state
+    return state, None
 
 
-def init_from(model: nn.Module, source: str) -> dict:
+def init_from(model: nn.Module, source: str, classes: list[str] | None = None) -> dict:
     """Load `source` into `model` as the module docstring says; returns what happened, for the summary:
-    {"from", "loaded" (tensors), "loaded_parameters" (values of parameters), "replaced": {key: [file shape, model shape]}, "left_random": [keys]}."""
-    state = read_state(source)
+    {"from", "loaded" (tensors), "loaded_parameters" (values of parameters), "replaced": {key: [file shape,
+    model shape]}, "left_random": [keys]}. A run folder trained on other `classes` than the new data's (the
+    same count, other names) gives the head too as new: its outputs meant other classes."""
+    state, source_classes = read_state(source)
     expected = model.state_dict()
     head = head_keys(model)
+    other_classes = source_classes is not None and classes is not None and list(source_classes) != list(classes)
     extra = [k for k in state if k not in expected]
     if extra:
         raise CnnlabError(f"--init-from {source}: '{extra[0]}' is not a weight of this model "
@@ -84,7 +88,7 @@ def init_from(model: nn.Module, source: str) -> dict:
             raise CnnlabError(f"--init-from {source}: no weights for '{key}' (the model expects shape "
                               f"{tuple(value.shape)})")
         got = state[key]
-        if tuple(got.shape) != tuple(value.shape):
+        if tuple(got.shape) != tuple(value.shape) or other_classes and key in head:
             if key in head:
                 replaced[key] = [list(got.shape), list(value.shape)]
                 continue

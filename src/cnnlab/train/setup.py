@@ -164,7 +164,7 @@ def _setup(cfg: TrainConfig, resume: bool, callbacks: Callbacks, ranks: distribu
     model = to_channels_last(model.to(device))
     if hasattr(model, "init_from_data"):  # e.g. airbench's whitening layer, fitted to the training images
         model.init_from_data(normalize(train.x[:5000], mean_t, std_t))
-    init = fine_tuning(model, cfg, folder, resume, ranks.main)
+    init = fine_tuning(model, cfg, folder, resume, ranks.main, ds.classes)
     batch = min(cfg.batch_size, len(train.x))
     if batch % ranks.world:
         raise CnnlabError(f"--batch-size {batch} must be divisible by the {ranks.world} processes")
@@ -205,14 +205,15 @@ def _setup(cfg: TrainConfig, resume: bool, callbacks: Callbacks, ranks: distribu
                environment=environment, init=init)
 
 
-def fine_tuning(model: nn.Module, cfg: TrainConfig, folder: RunFolder, resume: bool, main: bool) -> dict | None:
+def fine_tuning(model: nn.Module, cfg: TrainConfig, folder: RunFolder, resume: bool, main: bool,
+                classes: list[str]) -> dict | None:
     """--init-from and --freeze (finetune.py): what was loaded, replaced, left random and frozen, printed in one
     line and kept in model.json, where a resumed run finds it (its checkpoint then holds the weights)."""
     if resume:
         init = folder.read_spec().get("init")
         freeze(model, cfg.freeze)
         return init
-    init = init_from(model, cfg.init_from) if cfg.init_from else None
+    init = init_from(model, cfg.init_from, classes) if cfg.init_from else None
     frozen = freeze(model, cfg.freeze)
     if frozen:
         init = {**(init or {"from": None}), "frozen": len(frozen), "freeze": cfg.freeze}
