@@ -114,7 +114,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         elif isinstance(default, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
         else:
-            kind = {"image_size": int, "out": str, "recipe": str, "model_config": str}.get(f.name, type(default))
+            kind = {"image_size": int, "out": str, "recipe": str, "model_config": str, "init_from": str,
+                    "freeze": str}.get(f.name, type(default))
             p.add_argument(flag, type=kind, metavar=f.name.upper(), **kw)
 
 
@@ -236,6 +237,25 @@ def _write_predictions_csv(path: Path, results: list[dict]) -> None:
                 out.writerow([r["image"]] + [v for p in r["top"] for v in (p["class"], f"{p['probability']:.6f}")])
     except OSError as exc:
         raise CnnlabError(f"--csv {path}: cannot write ({exc.strerror})") from None
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import check_export, export_run
+
+    r = export_run(args.run_dir, args.format, args.out, weights=args.weights)
+    r["max_abs_diff"] = check_export(r["path"], args.format, args.run_dir, args.weights) if args.check else None
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    print(f"{r['model']} ({args.weights} weights) exported to {r['path']}")
+    print(f"  input: {r['input']}")
+    where = f"in {r['description']} beside it" if "description" in r else "in its metadata_props"
+    print(f"  output: logits for {plural(len(r['classes']), 'class', 'classes')}; class names {where}")
+    if r["max_abs_diff"] is not None:
+        print(f"  checked on 4 random images against PyTorch: max abs logit difference {r['max_abs_diff']:.1e}")
+    elif args.check:
+        print("  not checked: ONNX Runtime is not installed (pip install onnxruntime)")
+    return 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -453,6 +473,24 @@ def build_parser(train_options: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON: a list of {image, top} (or {image, error})")
     p.add_argument("-q", "--quiet", action="store_true", help="no closing count of images predicted")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="write a trained run as one ONNX or TorchScript file",
+                       description="Export a run's model with its normalisation and test-time augmentation "
+                       "folded in: the file takes images NCHW at the run's size, values 0..255, any batch size, "
+                       "and gives logits; the class names travel with it (ONNX metadata, or FILE.json beside a "
+                       "TorchScript file). ONNX needs `pip install 'cnnlab[export]'`.")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run folder written by `cnnlab train --out`")
+    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx",
+                   help="onnx (onnxruntime and other runtimes; float32 input) or torchscript (torch.jit.load; "
+                   "uint8 or float input)")
+    p.add_argument("--out", type=Path, metavar="FILE", help="the file to write (default: RUN_DIR/model.onnx or "
+                   "RUN_DIR/model.pt)")
+    p.add_argument("--weights", choices=("best", "last"), default="best", help=WEIGHTS_HELP)
+    p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
+                   help="run the exported file on 4 random images and print its largest logit difference from "
+                   "PyTorch's")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("models", help="list the registered models")
     p.add_argument("--json", action="store_true", help="print a JSON list: name, family, params, num_classes, "

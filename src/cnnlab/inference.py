@@ -19,10 +19,10 @@ from .runtime.tensors import to_device
 CPU = torch.device("cpu")
 
 
-def load_run(run_dir: Path, weights: str = "best") -> tuple[torch.nn.Module, dict]:
+def load_run(run_dir: Path, weights: str = "best", option: str = "--checkpoint") -> tuple[torch.nn.Module, dict]:
     """The run's model, in eval mode, with its `weights` (best or last) loaded, and its model.json. A model that
     would not fit in memory is refused before it is built."""
-    folder = RunFolder(run_dir).require()
+    folder = RunFolder(run_dir).require(option)
     spec = folder.read_spec()
     model = create_model_within_memory(spec["model"], CPU, num_classes=spec["num_classes"],
                                        in_channels=spec["in_channels"], **spec["model_kwargs"])

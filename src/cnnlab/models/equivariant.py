@@ -76,6 +76,18 @@ class _OrientedConv(nn.Module):
     def macs(self, out: torch.Tensor) -> int:  # one base filter's weights per output value
         return out.numel() // out.shape[0] * self.weight[0].numel()
 
+    @torch.no_grad()
+    def as_conv2d(self) -> nn.Conv2d:
+        """The ordinary convolution this layer applies with its present weights, its filter bank built once:
+        the same outputs, for a frozen model (export) that need not rebuild the bank on every call."""
+        bank = self.filters()
+        conv = nn.Conv2d(bank.shape[1], bank.shape[0], bank.shape[-1], self.stride, self.padding,
+                         bias=self.bias is not None).to(bank.device, bank.dtype)
+        conv.weight.copy_(bank)
+        if self.bias is not None:
+            conv.bias.copy_(self.bias.repeat_interleave(self.group.order))
+        return conv
+
 
 class LiftingConv(_OrientedConv):
     """Image (N, Cin, H, W) -> group feature map (N, Cout * |G|, H, W): each filter in every orientation."""
@@ -119,6 +131,19 @@ class GroupBatchNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, cg, h, w = x.shape
         return self.bn(x.reshape(n, cg // self.order, self.order, h, w)).reshape(n, cg, h, w)
+
+    @torch.no_grad()
+    def as_batchnorm2d(self) -> nn.BatchNorm2d:
+        """The ordinary batch norm this layer applies in eval mode: each feature's statistics and affine
+        parameters repeated for its orientations (for a frozen model: export)."""
+        bn, k = self.bn, self.order
+        plain = nn.BatchNorm2d(bn.num_features * k, bn.eps, affine=bn.affine).to(bn.running_mean.device)
+        plain.running_mean.copy_(bn.running_mean.repeat_interleave(k))
+        plain.running_var.copy_(bn.running_var.repeat_interleave(k))
+        if bn.affine:
+            plain.weight.copy_(bn.weight.repeat_interleave(k))
+            plain.bias.copy_(bn.bias.repeat_interleave(k))
+        return plain.eval()
 
 
 class GroupPool(nn.Module):

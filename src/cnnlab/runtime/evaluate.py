@@ -20,12 +20,12 @@ def predict_logits(model: nn.Module, x: torch.Tensor, mean: torch.Tensor, std: t
     for i in range(0, len(x), batch_size):
         xb = normalize(x[i:i + batch_size], mean, std)
         with autocast(x.device, precision):
-            out.append(_tta_logits(model, xb, tta))
+            out.append(tta_logits(model, xb, tta))
     model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0)
 
 
-def _tta_logits(model: nn.Module, x: torch.Tensor, tta: int) -> torch.Tensor:
+def tta_logits(model: nn.Module, x: torch.Tensor, tta: int) -> torch.Tensor:
     def mirrored(v: torch.Tensor) -> torch.Tensor:
         return 0.5 * (model(v).float() + model(v.flip(3)).float())
 

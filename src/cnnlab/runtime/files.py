@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from ..errors import CnnlabError
 
 
-def _publish(tmp: Path, path: Path) -> None:
+def publish(tmp: Path, path: Path) -> None:
     """Give the finished temporary file the mode an ordinary new file gets here, make its bytes durable,
     then rename it over `path` (safetensors creates its files 0600; the rest of a run folder is not)."""
     umask = os.umask(0)
@@ -27,7 +27,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
-    _publish(tmp, path)
+    publish(tmp, path)
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
@@ -36,7 +36,7 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     save_file({k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}, str(tmp))
-    _publish(tmp, path)
+    publish(tmp, path)
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:

@@ -50,6 +50,14 @@ class TrainConfig:
     skip_bad: bool = setting(False, "skip unreadable images and report how many")
     augment: str = setting("", "batched augmentation, e.g. flip,translate=4 or crop=0.35,rotate=15:reflect,"
                                "color=0.4,cutout=8,mixup=0.2 (see `cnnlab augment`)")
+    # fine-tuning
+    init_from: str | None = setting(None, "start from pretrained weights: a torchvision-format state dict (.pth, "
+                                          ".safetensors) or a cnnlab run folder (its best weights); the classifier "
+                                          "head is replaced when the class count differs")
+    freeze: int | str = setting(0, "N: freeze the first N conv/linear layers (with their norms); backbone: every "
+                                   "layer but the classifier head (0: none)")
+    pretrained_lr_scale: float = setting(1.0, "lr multiplier for the weights --init-from loaded (the new head "
+                                              "keeps the full lr)")
     # how long
     epochs: int = setting(15, "passes over the training split (with --resume: a larger number extends a run)")
     batch_size: int = setting(128, "images per step")
@@ -114,9 +122,15 @@ class TrainConfig:
                 raise CnnlabError(f"{flag(key)} must be at least 1, got {getattr(self, key)}")
         for key in ("lr", "weight_decay", "label_smoothing", "grad_clip", "warmup_epochs", "momentum",
                     "checkpoint_every", "early_stop", "eval_every", "monitor_every", "norm_lr_scale",
-                    "warmup_from", "decay_to", "step_size", "gamma"):
+                    "warmup_from", "decay_to", "step_size", "gamma", "pretrained_lr_scale"):
             if getattr(self, key) < 0:
                 raise CnnlabError(f"{flag(key)} must not be negative, got {getattr(self, key)}")
+        if isinstance(self.freeze, str) and self.freeze.strip().isdigit():
+            self.freeze = int(self.freeze)
+        if self.freeze != "backbone" and not (isinstance(self.freeze, int) and self.freeze >= 0):
+            raise CnnlabError(f"--freeze must be a number of layers or backbone, got {self.freeze!r}")
+        if self.pretrained_lr_scale != 1 and not self.init_from:
+            raise CnnlabError("--pretrained-lr-scale scales the weights --init-from loads; give --init-from too")
         if not 0 <= self.seed < 2 ** 32:
             raise CnnlabError(f"--seed must be between 0 and 2^32-1, got {self.seed}")
         if not 0 <= self.val_fraction < 1:

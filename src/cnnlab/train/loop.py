@@ -219,7 +219,7 @@ def _train(run: Run, resume: bool, wall_start: float) -> dict:
         "best_val_accuracy": st.best_accuracy, "best_epoch": st.best_epoch,
         "test_accuracy": test["accuracy"], "test_top5_accuracy": test["top5_accuracy"] if top5 else None,
         "notes": ds.notes, "diagnoses": [d.to_dict() for d in run.monitor.diagnoses] if run.monitor else None,
-        "environment": run.environment, "run_dir": str(run.folder),
+        "environment": run.environment, "init": run.init, "run_dir": str(run.folder),
     }
     if run.ranks.main:
         run.folder.write_summary(summary)

@@ -9,11 +9,13 @@ import torch.nn as nn
 from .config import TrainConfig
 
 
-def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+def param_groups(model: nn.Module, cfg: TrainConfig, pretrained: set[int] = frozenset()) -> list[dict]:
     """Weight decay on conv and linear weights only (unless asked): decaying BN scales and biases
     only shrinks them without regularising anything useful. With `norm_lr_scale`, batch-norm parameters
     get their own group whose learning rate is scaled and whose decay coefficient is divided by the same
-    factor, so the decay per step (lr x coefficient) stays that of the other weights (airbench's choice)."""
+    factor, so the decay per step (lr x coefficient) stays that of the other weights (airbench's choice).
+    Parameters whose ids are in `pretrained` (loaded by --init-from) have their rate scaled by
+    `pretrained_lr_scale` on top."""
     norm_ids = {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase)
                 for p in m.parameters(recurse=False)}
     groups: dict[str, dict] = {}
@@ -22,16 +24,17 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
             continue
         decays = cfg.decay_bn_and_bias or p.ndim > 1
         scale = cfg.norm_lr_scale if id(p) in norm_ids and cfg.norm_lr_scale != 1 else 1.0
-        key = f"{decays}-{scale}"
+        loaded = cfg.pretrained_lr_scale if id(p) in pretrained else 1.0
+        key = f"{decays}-{scale}-{loaded}"
         if key not in groups:
-            groups[key] = {"params": [], "lr": cfg.lr * scale, "initial_lr": cfg.lr * scale,
+            groups[key] = {"params": [], "lr": cfg.lr * scale * loaded, "initial_lr": cfg.lr * scale * loaded,
                            "weight_decay": cfg.weight_decay / scale if decays else 0.0}
         groups[key]["params"].append(p)
     return list(groups.values())
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg)
+def build_optimizer(model: nn.Module, cfg: TrainConfig, pretrained: set[int] = frozenset()) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg, pretrained)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr)
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)

@@ -28,6 +28,7 @@ from ..runtime.device import (cpu_has_native_bf16, keep_freed_memory, resolve_de
 from ..runtime.memory import create_model_within_memory, ensure_fits
 from ..runtime.tensors import channel_stats, normalize, to_device
 from .config import TrainConfig
+from .finetune import describe_init, freeze, init_from, pretrained_parameters
 from .lookahead import Lookahead
 from .optim import build_optimizer
 from .run_folder import RunFolder
@@ -74,6 +75,7 @@ class Run:
     steps_per_epoch: int
     total_steps: int
     environment: dict = field(default_factory=dict)
+    init: dict | None = None  # what --init-from loaded and --freeze froze (finetune.py)
 
     def close(self) -> None:
         """However training ends: close the sinks and the monitor, release the folder and the process group."""
@@ -162,6 +164,7 @@ def _setup(cfg: TrainConfig, resume: bool, callbacks: Callbacks, ranks: distribu
     model = to_channels_last(model.to(device))
     if hasattr(model, "init_from_data"):  # e.g. airbench's whitening layer, fitted to the training images
         model.init_from_data(normalize(train.x[:5000], mean_t, std_t))
+    init = fine_tuning(model, cfg, folder, resume, ranks.main, ds.classes)
     batch = min(cfg.batch_size, len(train.x))
     if batch % ranks.world:
         raise CnnlabError(f"--batch-size {batch} must be divisible by the {ranks.world} processes")
@@ -171,7 +174,7 @@ def _setup(cfg: TrainConfig, resume: bool, callbacks: Callbacks, ranks: distribu
         model = net.module  # SyncBatchNorm replaced the norm layers: train and save that model
     if cfg.compile:
         net = torch.compile(net)
-    optimizer = build_optimizer(model, cfg)
+    optimizer = build_optimizer(model, cfg, pretrained_parameters(model, init))
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16" and cfg.loss_scaling)
     monitor = GradientMonitor(model, cfg.monitor_every, precision) if cfg.monitor_every else None
 
@@ -182,7 +185,7 @@ def _setup(cfg: TrainConfig, resume: bool, callbacks: Callbacks, ranks: distribu
         spec = {"model": cfg.model, "model_kwargs": cfg.model_kwargs, "num_classes": ds.num_classes,
                 "in_channels": ds.channels, "image_size": size, "mean": mean, "std": std, "classes": ds.classes,
                 "precision": precision, "tta": cfg.tta, "data": data_location(cfg.data), "holdout": cfg.holdout,
-                "environment": environment}
+                "environment": environment, "init": init}
         folder.create(cfg.to_dict(), spec)
     sinks: list[Sink] = [callbacks]
     if ranks.main:
@@ -199,7 +202,24 @@ def _setup(cfg: TrainConfig, resume: bool, callbacks: Callbacks, ranks: distribu
                                              monitor),
                recovery=Recovery(cfg.on_nonfinite), sinks=Sinks(sinks), batch=batch,
                steps_per_epoch=steps_per_epoch, total_steps=cfg.epochs * steps_per_epoch,
-               environment=environment)
+               environment=environment, init=init)
+
+
+def fine_tuning(model: nn.Module, cfg: TrainConfig, folder: RunFolder, resume: bool, main: bool,
+                classes: list[str]) -> dict | None:
+    """--init-from and --freeze (finetune.py): what was loaded, replaced, left random and frozen, printed in one
+    line and kept in model.json, where a resumed run finds it (its checkpoint then holds the weights)."""
+    if resume:
+        init = folder.read_spec().get("init")
+        freeze(model, cfg.freeze)
+        return init
+    init = init_from(model, cfg.init_from, classes) if cfg.init_from else None
+    frozen = freeze(model, cfg.freeze)
+    if frozen:
+        init = {**(init or {"from": None}), "frozen": len(frozen), "freeze": cfg.freeze}
+    if init and main:
+        print(describe_init(init), file=sys.stderr)
+    return init
 
 
 def check_resumable(folder: RunFolder, cfg: TrainConfig) -> None:
