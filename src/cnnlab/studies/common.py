@@ -25,11 +25,12 @@ def _model_summary(folder: RunFolder):
 
 
 def weighted_layers(folder: RunFolder, ctx: dict) -> float:
-    """Conv and linear layers: the depth as papers count it."""
+    """Conv and linear layers on the main path, the depth as papers count it (not the shortcuts' projections)."""
     import torch.nn as nn
 
     model, _ = build_model(folder, weights=None)
-    return float(sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in model.modules()))
+    return float(sum(isinstance(m, (nn.Conv2d, nn.Linear)) and "downsample" not in name
+                     for name, m in model.named_modules()))
 
 
 MACS = Measure("macs", "multiply-adds per image", lambda f, ctx: float(_model_summary(f).macs))
