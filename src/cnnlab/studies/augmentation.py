@@ -61,4 +61,4 @@ def draw(results: dict, out) -> list[tuple[str, str]]:
 STUDY = Study("augmentation", "augmentation improves generalisation when data is scarce",
               "Krizhevsky et al. 2012; Cubuk et al. 2020 (RandAugment); Müller and Hutter 2021 (TrivialAugment)",
               contenders, comparisons, [Measure("gap", "train/test gap (points, %)", gap, percent=True)], draw,
-              ["test_accuracy", "train_accuracy", "gap", "train_seconds"], __doc__.split("\n", 1)[1])
+              ["test_accuracy", "train_accuracy", "gap", "train_seconds"], __doc__)

@@ -92,4 +92,4 @@ STUDY = Study("batchnorm", "batch norm keeps activations in range and speeds tra
                Measure("lr", "learning rate", lambda f, ctx: float(f.read_config()["lr"])),
                Measure("act_std_range", "activation std range, log10(max/min)", act_std_range),
                Measure("act_profile", "activation std per layer", act_profile)],
-              draw, ["test_accuracy", "steps_to_target", "act_std_range", "train_seconds"], __doc__.split("\n", 1)[1])
+              draw, ["test_accuracy", "steps_to_target", "act_std_range", "train_seconds"], __doc__)

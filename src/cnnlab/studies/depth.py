@@ -40,4 +40,4 @@ def draw(results: dict, out) -> list[tuple[str, str]]:
 
 STUDY = Study("depth", "depth is the key to good performance (with the right tricks: batch norm, skips)",
               "He et al. 2016 (ResNet), sec. 4.1; Simonyan and Zisserman 2015", contenders, comparisons, [DEPTH],
-              draw, ["depth", "test_accuracy", "train_accuracy", "params", "train_seconds"], __doc__.split(": ", 1)[1])
+              draw, ["depth", "test_accuracy", "train_accuracy", "params", "train_seconds"], __doc__)

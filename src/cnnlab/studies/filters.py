@@ -38,4 +38,4 @@ STUDY = Study("filters", "small filters are better: 3x3 stacks give the receptiv
               "fewer parameters, so more depth for the same budget",
               "Simonyan and Zisserman 2015 (VGG), sec. 2.3 and 4.1", contenders, comparisons,
               [MACS, RECEPTIVE_FIELD], draw,
-              ["test_accuracy", "params", "macs", "receptive_field", "train_seconds"], __doc__.split("\n\n")[1])
+              ["test_accuracy", "params", "macs", "receptive_field", "train_seconds"], __doc__)

@@ -170,8 +170,11 @@ def evidence_text(e: dict, percent: bool = False) -> str:
     d = (lambda v: f"{100 * v:+.1f} points") if percent else (lambda v: f"{v:+.3g}")
     direction = "higher" if e["higher_is_better"] else "lower"
     return (f"{e['what'] or e['measure']}: {e['better']} {f(e['mean_better'])} vs {e['worse']} "
-            f"{f(e['mean_worse'])} ({direction} is better): difference {d(e['difference'])} in the claim's favour, "
-            f"spread {d(e['spread']).lstrip('+')} over {e['seeds']} seeds -> {e['verdict']}")
+            f"{f(e['mean_worse'])} ({direction} is better): difference " +
+            (f"{d(e['difference'])} in the claim's favour" if e["difference"] >= 0 else
+             f"{d(-e['difference']).lstrip('+')} against the claim") +
+            f", spread {d(e['spread']).lstrip('+')} over {e['seeds']} seed{'s' if e['seeds'] > 1 else ''}"
+            f" -> {e['verdict']}")
 
 
 # ---- running a study ---------------------------------------------------------------------------------------
@@ -217,7 +220,7 @@ def run_study(study: Study, out: Path, budget: str = "small", seeds: int | None 
     contenders = study.contenders(budget)
     measures = COMMON + study.measures
     ctx = {"budget": budget, "base": base, "out": out}
-    results = {"study": study.name, "claim": study.claim, "reference": study.reference, "notes": study.notes,
+    results = {"study": study.name, "claim": study.claim, "reference": study.reference, "notes": " ".join(study.notes.split()),
                "budget": budget, "seeds": list(range(seeds)), "base_settings": base,
                "measures": {m.name: {"label": m.label, "percent": m.percent} for m in measures},
                "columns": study.columns or [m.name for m in measures], "contenders": {}}

@@ -53,4 +53,4 @@ STUDY = Study("precision", "finite precision: gradients can underflow to zero or
               [Measure("lost_fraction", "gradient entries lost to underflow (%)", lost_fraction, percent=True),
                Measure("overflow_events", "overflow events (skipped steps)", overflow_events)],
               draw, ["test_accuracy", "lost_fraction", "overflow_events", "train_seconds"],
-              __doc__.split("\n", 1)[1])
+              __doc__)

@@ -41,4 +41,4 @@ def draw(results: dict, out) -> list[tuple[str, str]]:
 STUDY = Study("residual", "skip connections fix the degradation of deep plain nets",
               "He et al. 2016 (ResNet), sec. 4.2, Fig. 6", contenders, comparisons,
               [Measure("train_error", "training error, last epoch (%)", train_error, percent=True)],
-              draw, ["train_error", "test_accuracy", "params", "train_seconds"], __doc__.split("\n", 1)[1])
+              draw, ["train_error", "test_accuracy", "params", "train_seconds"], __doc__)

@@ -92,5 +92,5 @@ STUDY = Study("search", "architectures can be searched instead of hand-crafted",
               contenders, comparisons,
               [Measure("trials", "trials trained", lambda f, ctx: None),
                Measure("importances", "parameter importances", lambda f, ctx: None)],
-              draw, ["test_accuracy", "params", "train_seconds", "trials"], __doc__.split("\n", 1)[1],
+              draw, ["test_accuracy", "params", "train_seconds", "trials"], __doc__,
               runner=run_search_contender)

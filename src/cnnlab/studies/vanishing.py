@@ -51,4 +51,4 @@ STUDY = Study("vanishing", "gradients vanish in deep nets; batch norm and skip c
               [Measure("log_grad_ratio", "log10 first/last layer gradient norm", log10_first_over_last),
                Measure("vanishing", "vanishing diagnosed (share of seeds, %)", diagnosed("vanishing"), percent=True),
                Measure("grad_profile", "gradient norm per layer", grad_profile)],
-              draw, ["log_grad_ratio", "vanishing", "test_accuracy", "train_seconds"], __doc__.split("\n", 1)[1])
+              draw, ["log_grad_ratio", "vanishing", "test_accuracy", "train_seconds"], __doc__)
