@@ -5,7 +5,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 
 import pytest
 
@@ -84,9 +83,8 @@ def test_run_report_renders(trained_run, tmp_path):
 
 
 def test_study_report_renders(tmp_path):
-    from test_harness import fake_results  # noqa: E402  (the made-up results of the harness tests)
-
     from cnnlab.studies import plots
+    from tests.studies.test_harness import fake_results  # the made-up results of the harness tests
 
     results = fake_results()
     results["plots"] = [{"file": plots.save(plots.bars(results, "test_accuracy", "accuracy"), tmp_path, "acc.png"),
@@ -102,5 +100,3 @@ def test_search_report_renders(tmp_path):
     assert_renders(tmp_path, tmp_path, "Leaderboard")
     assert "Best architecture" in (tmp_path / "report.html").read_text()
 
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "studies"))
