@@ -100,3 +100,25 @@ def test_search_report_renders(tmp_path):
     assert_renders(tmp_path, tmp_path, "Leaderboard")
     assert "Best architecture" in (tmp_path / "report.html").read_text()
 
+
+
+def test_tour_index_renders_and_links_each_study_report(tmp_path):
+    """The index: a row per study with its verdict, linking the study's own report (a relative link)."""
+    from cnnlab.studies import plots
+    from tests.studies.test_harness import fake_results
+
+    study = tmp_path / "filters"
+    study.mkdir()
+    results = fake_results()
+    results["plots"] = [{"file": plots.save(plots.bars(results, "test_accuracy", "accuracy"), study, "acc.png"),
+                         "caption": "accuracy"}]
+    (study / "results.json").write_text(json.dumps(results))
+    write_report(study)
+    (tmp_path / "tour.json").write_text(json.dumps({"budget": "small", "seeds": 3, "seconds": 60.0, "studies": [
+        {"name": "filters", "claim": results["claim"], "verdict": results["verdict"], "seconds": 60.0}]}))
+    page = write_report(tmp_path).read_text()
+    check_self_contained(page)
+    assert 'href="filters/report.html"' in page and 'class="verdict supported"' in page
+    dom, log, shot = render(tmp_path / "report.html", tmp_path)
+    assert "The CNN playbook, measured" in dom and not_blank(shot)
+    assert not re.search(r"CONSOLE.*(error|Uncaught)|Failed to load resource|net::ERR_", log, re.I), log[-2000:]
