@@ -111,3 +111,15 @@ def test_study_report_is_written_from_results_alone(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps(fake_results()))
     page = write_report(tmp_path).read_text()
     assert "a beats b" in page and 'class="verdict supported"' in page and "91.0% ± 1.0" in page
+
+
+def test_a_finished_run_is_reused_only_with_the_same_settings(tmp_path):
+    from cnnlab.studies.harness import train_one
+
+    run = tmp_path / "a-s0"
+    run.mkdir()
+    (run / "summary.json").write_text('{"status": "finished"}')
+    (run / "config.yaml").write_text("model: cnn\ndata: digits\nepochs: 1\nseed: 0\n")
+    assert train_one({"model": "cnn"}, {"data": "digits", "epochs": 1}, 0, run).path == run  # not trained again
+    with pytest.raises(CnnlabError, match="other settings \\(epochs: 1, not 2\\)"):
+        train_one({"model": "cnn"}, {"data": "digits", "epochs": 2}, 0, run)

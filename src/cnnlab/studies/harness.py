@@ -199,9 +199,14 @@ def train_one(overrides: dict, base: dict, seed: int, run_dir: Path, quiet: bool
     from ..train import TrainConfig, train
 
     folder = RunFolder(run_dir)
-    if folder.summary.exists():
-        return folder
     settings = {**base, **overrides, "seed": seed, "out": str(run_dir), "quiet": True}
+    if folder.summary.exists():
+        saved = folder.read_config()
+        differ = [k for k, v in settings.items() if k not in ("out", "quiet") and saved.get(k) != v]
+        if differ:
+            raise CnnlabError(f"{run_dir} holds a run with other settings ({differ[0]}: {saved.get(differ[0])!r}, "
+                              f"not {settings[differ[0]]!r}); choose another --out or remove that folder")
+        return folder
     try:
         train(TrainConfig.from_dict(settings, f"contender {run_dir.name}"))
     except TrainingStopped:
