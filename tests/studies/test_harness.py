@@ -82,11 +82,13 @@ def test_plots_have_titles_labelled_axes_and_legends_outside_the_data():
     results = fake_results()
     for fig in (plots.bars(results, "test_accuracy", "accuracy"),
                 plots.curves(results, "val_accuracy", "validation accuracy (%)", "curves")):
+        plots.layout(fig)
         fig.canvas.draw()
         ax = fig.axes[0]
         assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel()
-        legend = ax.get_legend().get_window_extent()
-        assert not legend.overlaps(ax.get_window_extent())  # below the axes: it hides nothing
+        legend = fig.legends[0].get_window_extent()
+        # below the axes, their tick labels and axis label: it hides nothing
+        assert not legend.overlaps(ax.get_tightbbox(fig.canvas.get_renderer()))
 
 
 def test_every_study_is_declared_with_contenders_its_comparisons_name():

@@ -17,10 +17,13 @@ def _plt():
 
 
 def _legend_below(ax, ncol: int = 2) -> None:
+    """The legend under the whole axes, tick labels and axis label included (a figure legend; `save` leaves
+    room for it), so that it hides neither data nor labels."""
     handles, labels = ax.get_legend_handles_labels()
     if handles:
-        ax.legend(handles, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=ncol,
-                  frameon=False)
+        rows = -(-len(labels) // ncol)
+        ax.figure.legend(handles, labels, fontsize=8, loc="lower center", ncol=ncol, frameon=False)
+        ax.figure._legend_rows = rows
 
 
 def _percent_axis(ax, axis: str = "y") -> None:
@@ -29,8 +32,14 @@ def _percent_axis(ax, axis: str = "y") -> None:
     (ax.yaxis if axis == "y" else ax.xaxis).set_major_formatter(PercentFormatter(1.0))
 
 
+def layout(fig) -> None:
+    """tight_layout, leaving the bottom of the figure to the legend below the axes."""
+    rows = getattr(fig, "_legend_rows", 0)
+    fig.tight_layout(rect=(0, min(0.4, (0.3 + 0.28 * rows) / fig.get_figheight()) if rows else 0, 1, 1))
+
+
 def save(fig, out: Path, name: str) -> str:
-    fig.tight_layout()
+    layout(fig)
     fig.savefig(Path(out) / name, dpi=100)
     _plt().close(fig)
     return name
