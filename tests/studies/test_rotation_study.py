@@ -7,8 +7,10 @@ from cnnlab.cli import main
 
 
 def test_rotation_study_writes_results_plots_verdict_and_report(tmp_path, capsys):
-    assert main(["study", "rotation", "--budget", "tiny", "--out", str(tmp_path), "-q"]) == 0
-    out = capsys.readouterr().out
+    assert main(["study", "rotation", "--budget", "tiny", "--out", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    shown = [line for line in err.splitlines() if line.startswith("[")]  # one line per contender and seed
+    assert len(shown) == 3 and shown[0].startswith("[1/3] rotation: plain CNN (z2cnn), seed 0 ... test ")
     assert "| P4 CNN (p4cnn), no augmentation |" in out and "**Verdict: inconclusive**" in out  # one seed
     results = json.loads((tmp_path / "results.json").read_text())
     p4 = results["contenders"]["P4 CNN (p4cnn), no augmentation"]["runs"][0]["measures"]

@@ -193,7 +193,7 @@ def base_settings(budget: str, data: str | None = None) -> dict:
     return base
 
 
-def train_one(overrides: dict, base: dict, seed: int, run_dir: Path, quiet: bool = True) -> RunFolder:
+def train_one(overrides: dict, base: dict, seed: int, run_dir: Path) -> RunFolder:
     """One contender, one seed, through the ordinary trainer; a run the trainer stopped (NaN) still has its
     folder and summary, and its measures say so. A finished run folder is reused, not trained again."""
     from ..train import TrainConfig, train
@@ -225,7 +225,8 @@ def run_study(study: Study, out: Path, budget: str = "small", seeds: int | None 
     contenders = study.contenders(budget)
     measures = COMMON + study.measures
     ctx = {"budget": budget, "base": base, "out": out}
-    results = {"study": study.name, "claim": study.claim, "reference": study.reference, "notes": " ".join(study.notes.split()),
+    results = {"study": study.name, "claim": study.claim, "reference": study.reference,
+               "notes": " ".join(study.notes.split()),
                "budget": budget, "seeds": list(range(seeds)), "base_settings": base,
                "measures": {m.name: {"label": m.label, "percent": m.percent} for m in measures},
                "columns": study.columns or [m.name for m in measures], "contenders": {}}
@@ -237,7 +238,7 @@ def run_study(study: Study, out: Path, budget: str = "small", seeds: int | None 
             run_dir = out / "runs" / f"{slug(label)}-s{seed}"
             t0 = time.perf_counter()
             if not quiet:
-                print(f"[{n}/{total}] {study.name}: {label}, seed {seed} ...", file=sys.stderr, flush=True)
+                print(f"[{n}/{total}] {study.name}: {label}, seed {seed} ...", end=" ", file=sys.stderr, flush=True)
             figures = study.runner(label, overrides, seed, run_dir, base, ctx) if study.runner else None
             if figures is not None:
                 status, diagnoses, curve = "finished", [], []
@@ -252,8 +253,7 @@ def run_study(study: Study, out: Path, budget: str = "small", seeds: int | None 
                          "measures": figures, "curve": curve})
             if not quiet:
                 acc = figures.get("test_accuracy")
-                print(f"[{n}/{total}] {study.name}: {label}, seed {seed}: "
-                      f"{'test ' + format(acc, '.1%') if acc is not None else status}"
+                print(f"{'test ' + format(acc, '.1%') if acc is not None else status}"
                       f"{', ' + ', '.join(diagnoses) if diagnoses else ''} ({time.perf_counter() - t0:.1f} s)",
                       file=sys.stderr, flush=True)
         results["contenders"][label] = {"overrides": overrides, "runs": runs, **_aggregate(runs)}
