@@ -8,6 +8,7 @@ import html
 import io
 import json
 import math
+import warnings
 from pathlib import Path
 
 from ..errors import CnnlabError
@@ -175,7 +176,9 @@ def _importances(folder: Path, name: str) -> dict:
 
     try:
         study = optuna.load_study(study_name=name, storage=f"sqlite:///{(folder / 'study.db').resolve()}")
-        return dict(optuna.importance.get_param_importances(study))
+        with warnings.catch_warnings():  # "some regimes have fewer than 2 trials": a small search, said below
+            warnings.simplefilter("ignore")
+            return dict(optuna.importance.get_param_importances(study))
     except (RuntimeError, ValueError):  # fewer than two finished trials, or nothing varied
         return {}
 

@@ -7,6 +7,7 @@ importance (its default evaluator, PED-ANOVA) over each search's trials, average
 from __future__ import annotations
 
 import statistics
+import warnings
 
 from . import plots
 from .harness import Compare, Measure, Study
@@ -52,7 +53,9 @@ def run_search_contender(label, overrides, seed, run_dir, base, ctx) -> dict | N
     summaries = [f.read_summary() for f in finished]
     best = max(summaries, key=lambda s: s["best_val_accuracy"])
     try:
-        importances = dict(optuna.importance.get_param_importances(study))
+        with warnings.catch_warnings():  # Optuna warns of choices drawn fewer than twice: a small search
+            warnings.simplefilter("ignore")
+            importances = dict(optuna.importance.get_param_importances(study))
     except (RuntimeError, ValueError):  # fewer than two finished trials, or nothing varied
         importances = {}
     return {"test_accuracy": best["test_accuracy"], "best_val_accuracy": best["best_val_accuracy"],
