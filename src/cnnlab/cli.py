@@ -371,12 +371,33 @@ def cmd_invariance(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from .studies import rotation
+    from . import studies
+    from .studies.harness import run_study, table
 
-    studies = {"rotation": rotation}
-    results = studies[args.name].run(args.out, epochs=args.epochs, seed=args.seed)
-    print(studies[args.name].table(results))
-    print(f"results, table and plot in {args.out}")
+    out = args.out or Path("studies") / args.name
+    results = run_study(studies.get(args.name), out, args.budget, args.seeds, args.data, quiet=args.quiet)
+    if args.json:
+        print(json.dumps({k: v for k, v in results.items() if k != "contenders"} |
+                         {"contenders": {k: {"mean": c["mean"], "sd": c["sd"]} for k, c in
+                                         results["contenders"].items()}}, default=str))
+        return 0
+    print(table(results))
+    print(f"results.json, table.md, plots and report.html in {out}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report.html import write_report
+
+    print(write_report(args.dir))
+    return 0
+
+
+def cmd_tour(args: argparse.Namespace) -> int:
+    from .studies.tour import run_tour
+
+    index = run_tour(args.out, args.budget, args.seeds, quiet=args.quiet, only=args.only)
+    print(f"index: {index}")
     return 0
 
 
@@ -532,12 +553,33 @@ def build_parser(train_options: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one object keyed by transform")
     p.set_defaults(func=cmd_invariance)
 
-    p = sub.add_parser("study", help="run a measured study of the CNN playbook, with a table and a plot")
-    p.add_argument("name", choices=["rotation"], help="rotation: P4 CNN against augmentation on rotated digits")
-    p.add_argument("--out", required=True, type=Path, help="folder for the runs, results.json, table.md, plot")
-    p.add_argument("--epochs", type=int, default=15, help="training epochs of each contender")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the training runs and the random angles")
+    names = ("filters", "depth", "vanishing", "precision", "batchnorm", "residual", "augmentation", "rotation",
+             "search")  # cnnlab.studies.NAMES, written here so that --help needs no import
+    p = sub.add_parser("study", help="a claim of the CNN playbook as a measured study: contenders over seeds, "
+                       "results, plots, a computed verdict and report.html")
+    p.add_argument("name", choices=names, metavar="NAME", help="one of " + ", ".join(names))
+    p.add_argument("--data", help="data set or path (default: digits at --budget small, CIFAR-10 at full)")
+    p.add_argument("--budget", default="small", choices=("small", "full", "tiny"), metavar="{small,full}",
+                   help="small: digits, minutes; full: CIFAR-10 (../shared/data, --holdout 1000), hours")
+    p.add_argument("--seeds", type=int, help="seeds per contender (default: 3)")
+    p.add_argument("--out", type=Path, help="folder for runs/, results.json, table.md, plots and report.html "
+                   "(default: studies/NAME); finished runs found there are reused")
+    p.add_argument("-q", "--quiet", action="store_true", help="no line per contender on stderr")
+    p.add_argument("--json", action="store_true", help="print the results (means, spreads, verdict) as JSON")
     p.set_defaults(func=cmd_study)
+
+    p = sub.add_parser("report", help="write report.html for a run, search, study or tour folder")
+    p.add_argument("dir", type=Path, metavar="DIR", help="a folder cnnlab wrote")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("tour", help="every study at the small budget and an index page of their verdicts")
+    p.add_argument("--out", type=Path, default=Path("tour"), help="folder of the studies and index.html")
+    p.add_argument("--budget", default="small", choices=("small", "full", "tiny"), metavar="{small,full}",
+                   help="the studies' budget")
+    p.add_argument("--seeds", type=int, help="seeds per contender (default: the budget's)")
+    p.add_argument("--only", nargs="+", choices=names, metavar="NAME", help="these studies only")
+    p.add_argument("-q", "--quiet", action="store_true", help="no line per contender on stderr")
+    p.set_defaults(func=cmd_tour)
 
     from .search import PRUNERS, STRATEGIES
 

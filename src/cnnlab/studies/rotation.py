@@ -1,28 +1,26 @@
 """Invariance by construction against augmentation, on digits: train on upright digits only, then test on
-digits rotated by 0/90/180/270 degrees and by random angles. A plain CNN, the same CNN trained with rotation
-augmentation, and a P4 CNN of about the same parameter count that never sees a rotated digit.
+digits rotated by 0/90/180/270 degrees and by a random angle per image. A plain CNN, the same CNN trained
+with rotation augmentation, and a P4 CNN of about the same parameter count that never sees a rotated digit.
 
-    cnnlab study rotation --out studies/rotation [--epochs 15]
+    cnnlab study rotation --out studies/rotation
 """
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import torch
 
 from ..data.transforms import affine, rotation_theta
-from ..inference import load_run, load_test_split, stats
-from ..train import TrainConfig, train
-from ..runtime.evaluate import predict_logits
+from .harness import Compare, Measure, Study, build_model
 
-CONTENDERS = {  # label -> (model, augmentation)
-    "plain CNN (z2cnn)": ("z2cnn", ""),
-    "plain CNN + rotation augmentation": ("z2cnn", "rotate=180"),
-    "P4 CNN (p4cnn), no augmentation": ("p4cnn", ""),
-}
+PLAIN, AUGMENTED, P4 = ("plain CNN (z2cnn)", "plain CNN + rotation augmentation", "P4 CNN (p4cnn), no augmentation")
 ANGLES = (0, 90, 180, 270)
+KEYS = [str(a) for a in ANGLES] + ["random"]
+
+
+def contenders(budget: str) -> dict:
+    return {PLAIN: {"model": "z2cnn"}, AUGMENTED: {"model": "z2cnn", "augment": "rotate=180"},
+            P4: {"model": "p4cnn"}}
 
 
 def rotated_test_sets(x: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
@@ -32,44 +30,38 @@ def rotated_test_sets(x: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
     return sets
 
 
-def accuracy(model: torch.nn.Module, spec: dict, images: torch.Tensor, labels: torch.Tensor) -> float:
+def rotated_accuracies(folder, ctx) -> dict:
+    """Test accuracy of the run's best weights on each rotation of the test split (fp32, eval mode)."""
+    from ..inference import load_test_split, stats
+    from ..runtime.evaluate import predict_logits
+
+    model, spec = build_model(folder)
+    config = folder.read_config()
+    _, x, y = load_test_split(spec, config["data"], config.get("holdout", 0.2))
     mean, std = stats(spec)
-    return float((predict_logits(model, images, mean, std, "fp32").argmax(1) == labels).float().mean())
+    return {name: float((predict_logits(model, images, mean, std, "fp32").argmax(1) == y).float().mean())
+            for name, images in rotated_test_sets(x, config["seed"]).items()}
 
 
-def run(out: Path, epochs: int = 15, seed: int = 0, quiet: bool = True) -> dict:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    results = {}
-    for label, (model, augment) in CONTENDERS.items():
-        run_dir = out / f"{model}{'-' + augment.replace('=', '') if augment else ''}"
-        summary = train(TrainConfig(model=model, data="digits", augment=augment, epochs=epochs, seed=seed,
-                                    out=str(run_dir), quiet=quiet))
-        net, spec = load_run(run_dir)
-        chance = 1 / spec["num_classes"]
-        split = load_test_split(run_dir, spec)  # the run's own: digits
-        x, y = split.x, split.y
-        sets = rotated_test_sets(x, seed)
-        results[label] = {"model": model, "augment": augment, "params": summary["params"],
-                          "train_seconds": summary["train_seconds"],
-                          "accuracy": {name: accuracy(net, spec, images, y) for name, images in sets.items()}}
-    (out / "results.json").write_text(json.dumps(results, indent=1))
-    (out / "table.md").write_text(table(results) + "\n")
-    plot(results, out / "accuracy.png", chance)
-    return results
+def _angle(key: str):
+    def read(folder, ctx):
+        cache = ctx.setdefault("rotated", {})
+        if folder.path not in cache:
+            cache[folder.path] = rotated_accuracies(folder, ctx)
+        return cache[folder.path][key]
+    return read
 
 
-def table(results: dict) -> str:
-    cols = [f"{a}°" for a in ANGLES] + ["random angle"]
-    lines = ["| model | params | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
-    for label, r in results.items():
-        acc = [r["accuracy"][k] for k in [str(a) for a in ANGLES] + ["random"]]
-        lines.append(f"| {label} | {r['params']:,} | " + " | ".join(f"{a:.1%}" for a in acc) + " |")
-    return "\n".join(lines)
+def comparisons(budget: str) -> list[Compare]:
+    return [Compare("acc_90", P4, AUGMENTED, what="accuracy on digits turned 90°, P4 CNN against augmentation"),
+            Compare("acc_90", P4, PLAIN, what="accuracy on digits turned 90°, P4 CNN against plain CNN")]
 
 
-def plot(results: dict, path: Path, chance: float = 0.1) -> None:
-    accuracy_figure(results, chance).savefig(path, dpi=110)
+def draw(results: dict, out) -> list[tuple[str, str]]:
+    table = {label: {"accuracy": {k: c["mean"].get(f"acc_{k}", 0.0) for k in KEYS}}
+             for label, c in results["contenders"].items()}
+    accuracy_figure(table, 0.1).savefig(out / "accuracy.png", dpi=100)
+    return [("accuracy.png", "Test accuracy (mean over seeds) on digits turned by each angle; trained upright.")]
 
 
 def accuracy_figure(results: dict, chance: float = 0.1):
@@ -81,16 +73,15 @@ def accuracy_figure(results: dict, chance: float = 0.1):
     import matplotlib.pyplot as plt
     from matplotlib.ticker import PercentFormatter
 
-    keys = [str(a) for a in ANGLES] + ["random"]
     fig, ax = plt.subplots(figsize=(8, 5))
     width = 0.8 / len(results)
     for i, (label, r) in enumerate(results.items()):
-        bars = ax.bar([k + i * width for k in range(len(keys))], [r["accuracy"][k] for k in keys], width,
+        bars = ax.bar([k + i * width for k in range(len(KEYS))], [r["accuracy"][k] for k in KEYS], width,
                       label=label)
-        ax.bar_label(bars, [f"{r['accuracy'][k]:.0%}" for k in keys], fontsize=7, padding=1)
+        ax.bar_label(bars, [f"{r['accuracy'][k]:.0%}" for k in KEYS], fontsize=7, padding=1)
     ax.axhline(chance, color="0.3", ls=":", lw=1.2, label=f"chance ({chance:.0%})")
-    ax.set_xticks([k + width * (len(results) - 1) / 2 for k in range(len(keys))],
-                  [f"{k}°" if k != "random" else "random angle" for k in keys])
+    ax.set_xticks([k + width * (len(results) - 1) / 2 for k in range(len(KEYS))],
+                  [f"{k}°" if k != "random" else "random angle" for k in KEYS])
     ax.set_xlabel("rotation of the test digits (degrees)")
     ax.set_ylabel("test accuracy (%)")
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
@@ -102,3 +93,13 @@ def accuracy_figure(results: dict, chance: float = 0.1):
     fig.tight_layout()
     plt.close(fig)  # pyplot lets go of it; it can still be drawn and saved
     return fig
+
+
+def plot(results: dict, path, chance: float = 0.1) -> None:
+    accuracy_figure(results, chance).savefig(path, dpi=110)
+
+
+STUDY = Study("rotation", "invariance by construction beats augmentation on transformations never seen",
+              "Cohen and Welling 2016 (group equivariant CNNs)", contenders, comparisons,
+              [Measure(f"acc_{k}", f"{k}° (%)" if k != "random" else "random angle (%)", _angle(k), percent=True)
+               for k in KEYS], draw, ["params"] + [f"acc_{k}" for k in KEYS], __doc__.split("\n\n")[0])
