@@ -12,7 +12,7 @@ options it exercises:
 | `train --resume ... --epochs N` | `--epochs 2` | still larger than the (rewritten) 1 epoch trained, so the run is extended |
 | `train`/`search` on digits | `--image-size 8` | digits' own resolution; the default 32 only upscales it |
 | `search --trials N`, `--epochs N` | `--trials 1 --epochs 1`, and `--max-macs 2000000` | a search that rejects what does not fit and trains what does, writes the study and the report |
-| `study rotation` | `--epochs 1`, its runs at 8x8 | the same three contenders, tests, table and plot |
+| `study NAME`, `tour` | `--budget tiny` (one seed, one epoch at 8x8) | the same contenders, measures, table, plots, report and verdict |
 | `--data ../shared/data/cifar10-train-jpeg.tar.gz` | an archive of the same layout (`cifar10/train/<class>/NNNN.jpg`, 32x32 JPEGs) with the first 12 images of each class of the real one, or, where `../shared/data` is absent, 12 digits per class drawn as 32x32 JPEGs | the same format, loader, classes and split rules |
 | `--holdout 1000` (a count per class) | `--holdout 2` | still a whole count per class |
 | `predict ... cat.png dog.jpg photos/` | those files made from digits images | they stand for the reader's own images |
@@ -100,8 +100,8 @@ def shorten(argv: list[str]) -> list[str]:
         _set(argv, "--max-macs", "2000000")
         if data == "digits":
             _set(argv, "--image-size", "8")
-    elif command == "study":
-        _set(argv, "--epochs", "1")
+    elif command in ("study", "tour"):
+        _set(argv, "--budget", "tiny")  # one seed, one epoch at 8x8: every contender trains, verdict computed
     return argv
 
 
@@ -179,10 +179,6 @@ def test_the_readme_shows_examples_and_links_its_docs():
 
 @pytest.mark.parametrize("doc", [p for p in DOCS if examples(p)], ids=lambda p: p.name)
 def test_examples_run_as_written(doc, tmp_path, monkeypatch, capsys):
-    import cnnlab.studies.rotation as rotation
-    from cnnlab.train import TrainConfig
-
-    monkeypatch.setattr(rotation, "TrainConfig", functools.partial(TrainConfig, image_size=8))
     cwd = tmp_path / "repo"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
