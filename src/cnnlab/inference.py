@@ -19,9 +19,10 @@ from .runtime.tensors import to_device
 CPU = torch.device("cpu")
 
 
-def load_run(run_dir: Path, weights: str = "best", option: str = "--checkpoint") -> tuple[torch.nn.Module, dict]:
-    """The run's model, in eval mode, with its `weights` (best or last) loaded, and its model.json. A model that
-    would not fit in memory is refused before it is built."""
+def load_run(run_dir: Path, weights: str | None = "best",
+             option: str = "--checkpoint") -> tuple[torch.nn.Module, dict]:
+    """The run's model, in eval mode, with its `weights` (best or last; None: as initialised) loaded, and its
+    model.json. A model that would not fit in memory is refused before it is built."""
     folder = RunFolder(run_dir).require(option)
     spec = folder.read_spec()
     model = create_model_within_memory(spec["model"], CPU, num_classes=spec["num_classes"],
@@ -30,7 +31,8 @@ def load_run(run_dir: Path, weights: str = "best", option: str = "--checkpoint")
     if spec["image_size"] < minimum:
         raise CnnlabError(f"{folder.spec}: image_size {spec['image_size']} is below {spec['model']}'s minimum input "
                           f"of {minimum}x{minimum}")
-    folder.load_weights(model, weights)
+    if weights:
+        folder.load_weights(model, weights)
     return model.eval(), spec
 
 

@@ -282,7 +282,8 @@ def _test_section(folder: RunFolder, spec: dict, config: dict) -> str:
 
     model, _ = build_model(folder)
     try:
-        ds, x, y = load_test_split(spec, config["data"], config.get("holdout", 0.2))
+        split = load_test_split(folder.path, spec)  # the run's own test split
+        ds, x, y = split.dataset, split.x, split.y
     except CnnlabError as exc:
         return f"<h2>Test set</h2><p>not evaluated: {esc(exc)}</p>"
     mean, std = stats(spec)

@@ -106,14 +106,9 @@ COMMON = [
 
 def build_model(folder: RunFolder, weights: str | None = "best"):
     """The run's model rebuilt from its model.json (through the run folder), with its weights if asked."""
-    from ..models import create_model
+    from ..inference import load_run
 
-    spec = folder.read_spec()
-    model = create_model(spec["model"], num_classes=spec["num_classes"], in_channels=spec["in_channels"],
-                         **spec["model_kwargs"])
-    if weights:
-        folder.load_weights(model, weights)
-    return model.eval(), spec
+    return load_run(folder.path, weights)
 
 
 # ---- the verdict -------------------------------------------------------------------------------------------

@@ -37,7 +37,8 @@ def rotated_accuracies(folder, ctx) -> dict:
 
     model, spec = build_model(folder)
     config = folder.read_config()
-    _, x, y = load_test_split(spec, config["data"], config.get("holdout", 0.2))
+    split = load_test_split(folder.path, spec)  # the run's own test split
+    x, y = split.x, split.y
     mean, std = stats(spec)
     return {name: float((predict_logits(model, images, mean, std, "fp32").argmax(1) == y).float().mean())
             for name, images in rotated_test_sets(x, config["seed"]).items()}
