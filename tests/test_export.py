@@ -15,6 +15,8 @@ from cnnlab.models import create_model
 from cnnlab.runtime.evaluate import predict_logits
 from cnnlab.runtime.files import save_weights
 
+pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.load.*:DeprecationWarning")  # torch.jit: maintenance mode
+
 SEARCHED = {"stages": [{"blocks": 1, "width": 8, "kernel": 5}, {"blocks": 1, "width": 16, "kernel": 3}],
             "downsample": "stride", "head": {"type": "fc", "widths": [32]}}
 # (model, switches, image size, test-time augmentation): each family at its cheapest honest size
@@ -151,3 +153,5 @@ def test_export_refuses_what_is_not_a_run_or_a_place_to_write(tmp_path, capsys):
     assert main(["export", str(tmp_path / "run"), "--format", "torchscript", "--out",
                  str(tmp_path / "missing" / "m.pt")]) == 2
     assert "the folder" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "run"), "--format", "torchscript", "--out", str(tmp_path / "run" / "model")]) == 2
+    assert "would overwrite the run's own files" in capsys.readouterr().err  # model.json beside it is the run's

@@ -24,8 +24,10 @@ from .errors import CnnlabError
 from .inference import load_run, stats
 from .models.equivariant import GroupBatchNorm, _OrientedConv
 from .runtime.evaluate import tta_logits
-from .runtime.files import publish
+from .runtime.files import atomic_write_text, publish
 from .runtime.tensors import normalize
+from .text import plural
+from .train.run_folder import RunFolder
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 ONNX_INSTALL = "pip install 'cnnlab[export]'"
@@ -71,11 +73,11 @@ def description(spec: dict, fmt: str) -> dict:
     """What travels with the exported file: the classes and what the input must be."""
     c, s = spec["in_channels"], spec["image_size"]
     dtype = "float32" if fmt == "onnx" else "uint8 or float32"
+    channels = "RGB" if c == 3 else plural(c, "channel")
     return {"classes": spec["classes"], "model": spec["model"], "model_kwargs": spec["model_kwargs"],
-            "input": f"images {dtype}, shape (batch, {c}, {s}, {s}), values 0..255 ({'RGB' if c == 3 else f'{c} channels'}"
-                     f"); normalisation inside", "output": f"logits float32, shape (batch, {len(spec['classes'])})",
-            "input_shape": [None, c, s, s], "mean": spec["mean"], "std": spec["std"], "tta": spec.get("tta", 0),
-            "cnnlab": __version__}
+            "input": f"images {dtype}, shape (batch, {c}, {s}, {s}), values 0..255 ({channels}); normalisation inside",
+            "output": f"logits float32, shape (batch, {len(spec['classes'])})", "input_shape": [None, c, s, s],
+            "mean": spec["mean"], "std": spec["std"], "tta": spec.get("tta", 0), "cnnlab": __version__}
 
 
 def default_out(run_dir: Path, fmt: str) -> Path:
@@ -94,6 +96,11 @@ def export_run(run_dir: Path, fmt: str, out: Path | None = None, weights: str = 
         raise CnnlabError(f"--out {out}: is a folder; name the file to write")
     if not out.parent.is_dir():
         raise CnnlabError(f"--out {out}: the folder {out.parent} does not exist")
+    folder = RunFolder(run_dir)
+    own = {f.resolve() for f in (folder.spec, folder.config, folder.summary, folder.metrics, folder.weights("best"),
+                                 folder.weights("last"))}
+    if {out.resolve(), out.with_name(out.name + ".json").resolve()} & own:
+        raise CnnlabError(f"--out {out}: would overwrite the run's own files; choose another name")
     meta = description(spec, fmt)
     example = torch.rand(2, spec["in_channels"], spec["image_size"], spec["image_size"]) * 255
     tmp = out.with_name(f".{out.name}.tmp")
@@ -112,7 +119,7 @@ def export_run(run_dir: Path, fmt: str, out: Path | None = None, weights: str = 
     if fmt == "torchscript":
         sidecar = out.with_name(out.name + ".json")
         try:
-            sidecar.write_text(json.dumps(meta, indent=1))
+            atomic_write_text(sidecar, json.dumps(meta, indent=1))
         except OSError as exc:
             raise CnnlabError(f"--out {out}: cannot write {sidecar.name} beside it ({exc.strerror})") from None
         result["description"] = str(sidecar)

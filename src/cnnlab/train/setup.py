@@ -224,8 +224,9 @@ def fine_tuning(model: nn.Module, cfg: TrainConfig, folder: RunFolder, resume: b
 
 def check_resumable(folder: RunFolder, cfg: TrainConfig) -> None:
     saved = folder.read_config()
+    defaults = TrainConfig().to_dict()  # a setting newer than the run's config.yaml ran at its default
     for key, value in cfg.to_dict().items():
-        if key not in RESUMABLE and saved.get(key) != value:
+        if key not in RESUMABLE and saved.get(key, defaults[key]) != value:
             raise CnnlabError(f"--resume: '{key}' was {saved.get(key)!r} in {folder}, now {value!r}; "
                               f"resume with the same settings")
     if cfg.epochs < saved.get("epochs", 0):
