@@ -101,6 +101,8 @@ def test_unknown_recipe_and_bad_tta_are_refused():
 
 _REALLOCATE = """
 import resource, sys, torch
+import cnnlab.train.loop  # a training process's heap: with only torch imported, brk can meet a mapping and
+# glibc then takes fresh memory with mmap however it was told, in some runs and not in others
 from cnnlab.runtime.device import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
