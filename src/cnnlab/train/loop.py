@@ -97,6 +97,16 @@ def _train(run: Run, resume: bool, wall_start: float) -> dict:
             run.monitor.load_state_dict(health)
         st.load_state_dict(saved, run.device)
 
+    def roll_back(problem: Diagnosis) -> None:
+        """Back to the last checkpoint with the learning rate halved once more than before (each rollback
+        halves again, even back to the same checkpoint). The batch order needs no reset: it follows from the
+        epoch alone."""
+        halvings = st.lr_halvings + 1
+        restore(rollback=True)
+        st.lr_halvings = halvings
+        sinks.warn(f"warning: step {problem.step} rolled back to step {st.step}, learning rate halved "
+                   f"({run.recovery.count()})")
+
     if resume:
         restore()
         if metrics:  # drop the lines the killed run logged after its checkpoint
@@ -130,12 +140,7 @@ def _train(run: Run, resume: bool, wall_start: float) -> dict:
             if action == "stop":
                 stop(run, problem)
             if action == "rollback":
-                halvings = st.lr_halvings + 1  # each rollback halves again, even back to the same checkpoint
-                restore(rollback=True)
-                st.lr_halvings = halvings
-                order_of = None, None
-                sinks.warn(f"warning: step {problem.step} rolled back to step {st.step}, learning rate halved "
-                           f"({run.recovery.count()})")
+                roll_back(problem)
                 continue
             st.lr_halvings += 1
             sinks.warn(f"warning: step {problem.step} skipped, learning rate halved ({run.recovery.count()})")
@@ -157,11 +162,7 @@ def _train(run: Run, resume: bool, wall_start: float) -> dict:
                 run.sinks.log({"type": "diagnosis", **broken.to_dict(), "message": broken.message()})
                 if run.recovery.decide() != "rollback":
                     stop(run, broken)
-                halvings = st.lr_halvings + 1
-                restore(rollback=True)
-                st.lr_halvings, order_of = halvings, (None, None)
-                sinks.warn(f"warning: step {broken.step} rolled back to step {st.step}, learning rate halved "
-                           f"({run.recovery.count()})")
+                roll_back(broken)
                 continue
             if run.lookahead is not None and st.step == run.total_steps:
                 run.lookahead.finish(model)
