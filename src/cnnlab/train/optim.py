@@ -15,7 +15,8 @@ def param_groups(model: nn.Module, cfg: TrainConfig, pretrained: set[int] = froz
     get their own group whose learning rate is scaled and whose decay coefficient is divided by the same
     factor, so the decay per step (lr x coefficient) stays that of the other weights (airbench's choice).
     Parameters whose ids are in `pretrained` (loaded by --init-from) have their rate scaled by
-    `pretrained_lr_scale` on top."""
+    `pretrained_lr_scale` on top. With the muon optimiser, conv filters form groups of their own (`muon`:
+    orthogonalised steps at `muon_lr`, no decay: their norm is fixed)."""
     norm_ids = {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase)
                 for p in m.parameters(recurse=False)}
     groups: dict[str, dict] = {}
@@ -25,10 +26,15 @@ def param_groups(model: nn.Module, cfg: TrainConfig, pretrained: set[int] = froz
         decays = cfg.decay_bn_and_bias or p.ndim > 1
         scale = cfg.norm_lr_scale if id(p) in norm_ids and cfg.norm_lr_scale != 1 else 1.0
         loaded = cfg.pretrained_lr_scale if id(p) in pretrained else 1.0
-        key = f"{decays}-{scale}-{loaded}"
+        muon = cfg.optimizer == "muon" and p.ndim == 4
+        key = f"{decays}-{scale}-{loaded}-{muon}"
         if key not in groups:
-            groups[key] = {"params": [], "lr": cfg.lr * scale * loaded, "initial_lr": cfg.lr * scale * loaded,
-                           "weight_decay": cfg.weight_decay / scale if decays else 0.0}
+            lr = (cfg.muon_lr if muon else cfg.lr * scale) * loaded
+            groups[key] = {"params": [], "lr": lr, "initial_lr": lr,
+                           "weight_decay": cfg.weight_decay / scale if decays and not muon else 0.0}
+            if cfg.optimizer == "muon":
+                groups[key].update(muon=muon, momentum=cfg.muon_momentum if muon else cfg.momentum,
+                                   nesterov=cfg.nesterov and (cfg.muon_momentum if muon else cfg.momentum) > 0)
         groups[key]["params"].append(p)
     return list(groups.values())
 
@@ -37,6 +43,10 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, pretrained: set[int] = f
     groups = param_groups(model, cfg, pretrained)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr)
+    if cfg.optimizer == "muon":
+        from .muon import Muon
+
+        return Muon(groups, lr=cfg.lr)
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
 
 
