@@ -25,8 +25,9 @@ def main() -> None:
                    check=True)
     minutes = (time.perf_counter() - start) / 60
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"cnnlab tour, {args.seeds} seeds: {minutes:.1f} min on {os.cpu_count()} cores ({platform.processor() or
-          platform.machine()}; load average at the end {load:.1f}); target <= 10 min with native bf16, 15 without")
+    cpu = platform.processor() or platform.machine()
+    print(f"cnnlab tour, {args.seeds} seeds: {minutes:.1f} min on {os.cpu_count()} cores ({cpu}; "
+          f"load average at the end {load:.1f}); target <= 10 min with native bf16, 15 without")
     print(f"index: {out}/report.html")
 
 

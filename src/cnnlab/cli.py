@@ -172,6 +172,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         for d in s["diagnoses"] or []:
             print(f"  diagnosis at step {d['step']}: {d['kind']} ({d['evidence']}); `cnnlab diagnose` explains")
         print(f"  run folder: {s['run_dir']}")
+        if s.get("report"):
+            print(f"  report:     {s['report']}")
     else:
         print(f"test accuracy {s['test_accuracy']:.4f}; run folder: {s['run_dir']}")
     return 0
@@ -402,6 +404,7 @@ def cmd_tour(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from .report.html import write_report
     from .search.report import report
     from .search.run import run_search
 
@@ -411,6 +414,9 @@ def cmd_search(args: argparse.Namespace) -> int:
                image_size=args.image_size, quiet=args.quiet, objectives=objectives, pruner=args.pruner,
                max_latency=args.max_latency, workers=args.workers)
     print(report(args.out, args.study, args.storage, as_json=args.json))
+    page = write_report(args.out, args.study, args.storage)
+    if not args.json:
+        print(f"report: {page}")
     return 0
 
 

@@ -79,14 +79,20 @@ def kind_of(folder: Path) -> str:
     raise CnnlabError(f"{folder}: not a folder cnnlab wrote (no model.json, study.db, results.json or tour.json)")
 
 
-def write_report(folder: Path) -> Path:
+def write_report(folder: Path, study: str | None = None, storage: str | None = None) -> Path:
+    """`study`, `storage`: a search whose trials live in a database other than `folder/study.db`."""
     folder = Path(folder)
     if not folder.is_dir():
         raise CnnlabError(f"{folder}: no such folder")
-    kind = kind_of(folder)
-    text = {"run": run_page, "search": search_page, "study": study_page, "tour": tour_page}[kind](folder)
+    if storage is not None:
+        text = search_page(folder, study, storage)
+    else:
+        kind = kind_of(folder)
+        text = {"run": run_page, "search": search_page, "study": study_page, "tour": tour_page}[kind](folder)
+    from ..runtime.files import atomic_write_text
+
     out = folder / "report.html"
-    out.write_text(text)
+    atomic_write_text(out, text)  # a reader never opens half a page
     return out
 
 
@@ -143,10 +149,10 @@ def tour_page(folder: Path) -> str:
 
 
 # ---- a search ------------------------------------------------------------------------------------------------
-def search_page(folder: Path) -> str:
+def search_page(folder: Path, study: str | None = None, storage: str | None = None) -> str:
     from ..search.report import load_results, write_outputs
 
-    res = load_results(folder)
+    res = load_results(folder, study, storage)
     files = write_outputs(res, folder)
     board = [[r["trial"], f"{r['val_accuracy']:.2%}", f"{r['params']:,}", f"{r['macs']:,}",
               f"{r['train_seconds']:.1f}", ("* " if r["pareto"] else "") + r["architecture"]]
@@ -158,7 +164,7 @@ def search_page(folder: Path) -> str:
     if files.get("pareto_plot"):
         body.append(figure(files["pareto_plot"], f"Validation accuracy against {res['pareto_against']}; red: the "
                            "Pareto front."))
-    importances = _importances(folder, res["study"])
+    importances = _importances(storage or f"sqlite:///{(folder / 'study.db').resolve()}", res["study"])
     if importances:
         body.append("<h2>Parameter importances</h2>" + rows(["choice", "importance"],
                                                             [[k, f"{v:.3f}"] for k, v in importances.items()]))
@@ -171,11 +177,11 @@ def search_page(folder: Path) -> str:
     return page(f"cnnlab search {res['study']}", "".join(body))
 
 
-def _importances(folder: Path, name: str) -> dict:
+def _importances(storage: str, name: str) -> dict:
     import optuna
 
     try:
-        study = optuna.load_study(study_name=name, storage=f"sqlite:///{(folder / 'study.db').resolve()}")
+        study = optuna.load_study(study_name=name, storage=storage)
         with warnings.catch_warnings():  # "some regimes have fewer than 2 trials": a small search, said below
             warnings.simplefilter("ignore")
             return dict(optuna.importance.get_param_importances(study))

@@ -197,7 +197,8 @@ def _make_folder(out: Path) -> None:
 def _trial_config(data: str, epochs: int, seed: int, image_size: int | None, run_dir: Path, arch: dict | None = None,
                   settings: dict | None = None) -> TrainConfig:
     return TrainConfig(model="cnn", model_kwargs={"arch": arch} if arch else {}, data=data, epochs=epochs, seed=seed,
-                       image_size=image_size, out=str(run_dir), quiet=True, **(settings or {})).validate()
+                       image_size=image_size, out=str(run_dir), quiet=True, report=False,
+                       **(settings or {})).validate()
 
 
 def _check_options(trials: int, workers: int, seed: int, objectives: tuple[str, ...], pruner: str,

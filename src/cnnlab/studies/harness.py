@@ -194,10 +194,11 @@ def train_one(overrides: dict, base: dict, seed: int, run_dir: Path) -> RunFolde
     from ..train import TrainConfig, train
 
     folder = RunFolder(run_dir)
-    settings = {**base, **overrides, "seed": seed, "out": str(run_dir), "quiet": True}
+    # the study writes one report of its own; its runs' reports are `cnnlab report RUN` away
+    settings = {**base, **overrides, "seed": seed, "out": str(run_dir), "quiet": True, "report": False}
     if folder.summary.exists():
         saved = folder.read_config()
-        differ = [k for k, v in settings.items() if k not in ("out", "quiet") and saved.get(k) != v]
+        differ = [k for k, v in settings.items() if k not in ("out", "quiet", "report") and saved.get(k) != v]
         if differ:
             raise CnnlabError(f"{run_dir} holds a run with other settings ({differ[0]}: {saved.get(differ[0])!r}, "
                               f"not {settings[differ[0]]!r}); choose another --out or remove that folder")

@@ -63,11 +63,14 @@ class TrainConfig:
     batch_size: int = setting(128, "images per step")
     early_stop: int = setting(0, "stop after N evaluations without a better validation accuracy (0: never)")
     # optimisation
-    optimizer: str = setting("sgd", "sgd (Nesterov momentum) or adamw", choices=("sgd", "adamw"))
+    optimizer: str = setting("sgd", "sgd (Nesterov momentum), adamw, or muon (orthogonalised momentum for the conv "
+                                    "filters, SGD for the rest)", choices=("sgd", "adamw", "muon"))
     lr: float = setting(0.1, "peak learning rate")
     momentum: float = setting(0.9, "SGD momentum")
     nesterov: bool = setting(True, "Nesterov momentum")
-    weight_decay: float = setting(5e-4, "L2 penalty (decoupled for adamw)")
+    weight_decay: float = setting(5e-4, "L2 penalty (decoupled for adamw; muon: on the SGD parameters only)")
+    muon_lr: float = setting(0.24, "muon: peak rate of the conv filters, a step relative to their norm")
+    muon_momentum: float = setting(0.6, "muon: momentum of the conv filters")
     decay_bn_and_bias: bool = setting(False, "also decay batch-norm and bias parameters (exempt by default)")
     schedule: str = setting("onecycle", "learning-rate schedule: onecycle (linear warm-up, then linear decay), "
                                         "cosine, step or constant",
@@ -108,6 +111,8 @@ class TrainConfig:
     tensorboard: bool = setting(False, "also write TensorBoard event files to <out>/tensorboard "
                                        "(pip install 'cnnlab[tensorboard]')")
     quiet: bool = setting(False, "no progress bar (the result is still printed)")
+    report: bool = setting(True, "write <out>/report.html at the end: learning curves, confusion matrix, the "
+                                 "most confidently wrong images, model summary, gradient health, config")
 
     def validate(self) -> "TrainConfig":
         for f in dataclasses.fields(self):
@@ -122,7 +127,8 @@ class TrainConfig:
                 raise CnnlabError(f"{flag(key)} must be at least 1, got {getattr(self, key)}")
         for key in ("lr", "weight_decay", "label_smoothing", "grad_clip", "warmup_epochs", "momentum",
                     "checkpoint_every", "early_stop", "eval_every", "monitor_every", "norm_lr_scale",
-                    "warmup_from", "decay_to", "step_size", "gamma", "pretrained_lr_scale"):
+                    "warmup_from", "decay_to", "step_size", "gamma", "pretrained_lr_scale", "muon_lr",
+                    "muon_momentum"):
             if getattr(self, key) < 0:
                 raise CnnlabError(f"{flag(key)} must not be negative, got {getattr(self, key)}")
         if isinstance(self.freeze, str) and self.freeze.strip().isdigit():

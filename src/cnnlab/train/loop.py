@@ -224,7 +224,20 @@ def _train(run: Run, resume: bool, wall_start: float) -> dict:
     }
     if run.ranks.main:
         run.folder.write_summary(summary)
+        if run.cfg.report:
+            write_run_report(run, summary)
     return summary
+
+
+def write_run_report(run: Run, summary: dict) -> None:
+    """report.html beside the summary. The run has finished and its files are whole, so a report that cannot
+    be written is a warning, not a failed run."""
+    from ..report.html import write_report
+
+    try:
+        summary["report"] = str(write_report(run.folder.path))
+    except (CnnlabError, OSError, ValueError, RuntimeError) as exc:
+        run.sinks.warn(f"report.html not written ({exc}); `cnnlab report {run.folder.path}` tries again")
 
 
 def evaluate(run: Run, split) -> dict:

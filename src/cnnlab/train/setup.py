@@ -36,7 +36,8 @@ from .sinks import Callbacks, MetricsLog, ProgressBar, Sink, Sinks, TensorBoard
 from .step import Recovery, Stepper
 
 # settings that may differ when a run is resumed: they change how it runs, not what it computes
-RESUMABLE = ("quiet", "log_every", "compile", "keep_freed_memory", "tensorboard", "out", "epochs", "early_stop")
+RESUMABLE = ("quiet", "log_every", "compile", "keep_freed_memory", "tensorboard", "out", "epochs", "early_stop",
+             "report")
 
 
 @dataclass
