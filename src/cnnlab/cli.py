@@ -164,7 +164,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         processes = f", {s['processes']} processes" if s["processes"] > 1 else ""
         print(f"\n{s['model']} on {s['dataset']} ({s['image_size']}): {s['params']:,} params, "
               f"{s['macs'] / 1e6:.1f}M MACs per image, {s['precision']} on {s['device']} x{s['threads']}{processes}")
-        print(f"  {plural(s['epochs'], 'epoch')} in {s['train_seconds']:.1f}s ({s['images_per_second']:.0f} img/s)")
+        print(f"  {plural(s['epochs'], 'epoch')} in {s['train_seconds']:.1f}s ({s['images_per_second']:.0f} img/s, "
+              f"{s['train_flops'] / 1e12:.3g} TFLOP of training)")
         print(f"  best val accuracy {s['best_val_accuracy']:.4f} (epoch {s['best_epoch']})")
         print(f"  test accuracy     {s['test_accuracy']:.4f}{top5}")
         for note in s["notes"]:

@@ -48,6 +48,8 @@ class TrainConfig:
     val_fraction: float = setting(0.1, "fraction of the training split per class used to pick the best epoch "
                                        "(0: use the test split)")
     skip_bad: bool = setting(False, "skip unreadable images and report how many")
+    progressive: str = setting("", "progressive resizing: SIZE:EPOCHS,... trains the first epochs on downscaled "
+                                   "images, e.g. 16:2,24:3 (2 epochs at 16x16, 3 at 24x24, the rest at full size)")
     augment: str = setting("", "batched augmentation, e.g. flip,translate=4 or crop=0.35,rotate=15:reflect,"
                                "color=0.4,cutout=8,mixup=0.2 (see `cnnlab augment`)")
     # fine-tuning
@@ -146,8 +148,13 @@ class TrainConfig:
         from ..data import check_holdout  # here, not at the top: `cnnlab --help` reads the help without torch
         from ..data.augment import parse_policy
 
+        from .progressive import parse_plan
+
         check_holdout(self.holdout)
         parse_policy(self.augment)
+        if sum(e for _, e in parse_plan(self.progressive)) >= self.epochs:
+            raise CnnlabError(f"--progressive {self.progressive} covers all {self.epochs} epochs; leave at least the "
+                              f"last at full size")
         if self.image_size is not None and self.image_size < 1:
             raise CnnlabError(f"--image-size must be positive, got {self.image_size}")
         if not self.data:

@@ -18,6 +18,7 @@ from ..runtime.evaluate import metrics_from_logits, predict_logits
 from ..runtime.tensors import normalize
 from .config import TrainConfig
 from .optim import lr_at, set_lr
+from .progressive import resize, size_at, training_flops
 from .setup import Run, setup
 from .sinks import Callbacks, MetricsLog, ProgressBar
 from .step import soft_targets
@@ -131,7 +132,10 @@ def _train(run: Run, resume: bool, wall_start: float) -> dict:
         y = run.train.y[idx]
         target = soft_targets(y, run.dataset.num_classes, cfg.label_smoothing, partner, own)
         set_lr(run.optimizer, cfg, st.step, spe, st.lr_halvings)
-        result = run.step(normalize(x, run.mean, run.std), target, st.step + 1)
+        inputs = normalize(x, run.mean, run.std)
+        if run.plan:
+            inputs = resize(inputs, size_at(run.plan, epoch, run.size))
+        result = run.step(inputs, target, st.step + 1)
         st.step += 1
         if not result.finite:
             problem = explain_nonfinite(run, st.step, result, x)
@@ -213,6 +217,7 @@ def _train(run: Run, resume: bool, wall_start: float) -> dict:
         "classes": ds.num_classes, "train_images": len(run.train.x),
         "val_images": len(run.val.x) if run.val is not None else 0, "test_images": len(run.test.x),
         "params": run.stats.params, "macs": run.stats.macs, "epochs": st.step // spe, "steps": st.step,
+        "train_flops": training_flops(run.plan, run.size, st.step, spe, run.batch, run.macs_at.__getitem__),
         "seed": cfg.seed, "device": str(run.device), "precision": run.precision, "processes": run.ranks.world,
         "threads": run.threads, "train_seconds": round(st.train_seconds, 3),
         "wall_seconds": round(time.perf_counter() - wall_start, 3),

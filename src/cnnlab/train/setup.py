@@ -31,6 +31,7 @@ from .config import TrainConfig
 from .finetune import describe_init, freeze, init_from, pretrained_parameters
 from .lookahead import Lookahead
 from .optim import build_optimizer
+from .progressive import check_plan, parse_plan
 from .run_folder import RunFolder
 from .sinks import Callbacks, MetricsLog, ProgressBar, Sink, Sinks, TensorBoard
 from .step import Recovery, Stepper
@@ -77,6 +78,8 @@ class Run:
     total_steps: int
     environment: dict = field(default_factory=dict)
     init: dict | None = None  # what --init-from loaded and --freeze froze (finetune.py)
+    plan: list = field(default_factory=list)  # progressive resizing: [(size, epochs), ...] before full size
+    macs_at: dict = field(default_factory=dict)  # side length -> the model's multiply-adds per image
 
     def close(self) -> None:
         """However training ends: close the sinks and the monitor, release the folder and the process group."""
@@ -151,6 +154,9 @@ def _setup(cfg: TrainConfig, resume: bool, callbacks: Callbacks, ranks: distribu
         if ranks.main:
             print(f"warning: {note}", file=sys.stderr)
     stats = summarize(model, (ds.channels, size, size), cfg.model)
+    plan = parse_plan(cfg.progressive)
+    check_plan(plan, cfg.epochs, size, minimum)
+    macs_at = {size: stats.macs, **{s: summarize(model, (ds.channels, s, s), cfg.model).macs for s, _ in plan}}
     if cfg.val_fraction > 0:
         fit_idx, val_idx = stratified_split(ds.train_y, cfg.val_fraction, cfg.seed)
     else:
@@ -203,7 +209,7 @@ def _setup(cfg: TrainConfig, resume: bool, callbacks: Callbacks, ranks: distribu
                                              monitor),
                recovery=Recovery(cfg.on_nonfinite), sinks=Sinks(sinks), batch=batch,
                steps_per_epoch=steps_per_epoch, total_steps=cfg.epochs * steps_per_epoch,
-               environment=environment, init=init)
+               environment=environment, init=init, plan=plan, macs_at=macs_at)
 
 
 def fine_tuning(model: nn.Module, cfg: TrainConfig, folder: RunFolder, resume: bool, main: bool,

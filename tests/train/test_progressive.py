@@ -1,0 +1,57 @@
+"""Progressive resizing (--progressive SIZE:EPOCHS,...): the plan, the sizes the model sees, the FLOPs counted."""
+import pytest
+
+from cnnlab.cli import main
+from cnnlab.train import TrainConfig, train
+from cnnlab.train.progressive import parse_plan, size_at, training_flops
+
+
+def test_the_plan_gives_each_epoch_its_size():
+    plan = parse_plan("16:2, 24:1")
+    assert plan == [(16, 2), (24, 1)]
+    assert [size_at(plan, e, 32) for e in range(5)] == [16, 16, 24, 32, 32]
+    assert size_at([], 0, 32) == 32
+
+
+def test_flops_count_each_epoch_at_its_size():
+    macs = {16: 10, 24: 20, 32: 40}
+    # 3 epochs of 4 steps of 8 images, the last one cut after 2 steps: 6 FLOPs per MAC per image
+    assert training_flops([(16, 1), (24, 1)], 32, 10, 4, 8, macs.__getitem__) == 6 * 8 * (4 * 10 + 4 * 20 + 2 * 40)
+
+
+def test_the_model_sees_the_planned_sizes_and_the_summary_counts_them(tmp_path):
+    seen = {}
+
+    def watch(model, step):
+        if not seen:
+            model.register_forward_pre_hook(lambda m, args: seen.setdefault(step_now[0], args[0].shape[-1]) and None)
+        step_now[0] = step + 1
+
+    step_now = [1]
+    cfg = TrainConfig(model="resnet20", model_kwargs={"width": 0.25}, data="digits", image_size=16, epochs=3,
+                      batch_size=256, progressive="8:1,12:1", out=str(tmp_path / "run"), quiet=True, report=False,
+                      eval_every=0)
+    s = train(cfg, on_step=watch)
+    spe = s["steps"] // 3
+    sizes = [seen[k] for k in sorted(seen) if k <= s["steps"]]
+    assert sizes[:spe - 1] == [8] * (spe - 1)  # the hook is in place from the second step on
+    assert sizes[spe - 1:2 * spe - 1] == [12] * spe and set(sizes[2 * spe - 1:]) == {16}
+    per_image = {8: None, 12: None, 16: s["macs"]}
+    from cnnlab.models import create_model
+    from cnnlab.models.summary import summarize
+
+    model = create_model("resnet20", num_classes=10, in_channels=1, width=0.25)
+    for size in (8, 12):
+        per_image[size] = summarize(model, (1, size, size)).macs
+    assert s["train_flops"] == 6 * 256 * spe * (per_image[8] + per_image[12] + per_image[16])
+
+
+@pytest.mark.parametrize("value, culprit", [("16", "SIZE:EPOCHS"), ("16:x", "SIZE:EPOCHS"), ("0:1", "at least 1"),
+                                            ("8:2,12:1", "covers all 3 epochs"), ("40:1", "outside")])
+def test_a_bad_plan_is_one_line_and_exit_2(tmp_path, capsys, value, culprit):
+    argv = ["train", "--model", "resnet20", "--model-kwargs", "width=0.25", "--image-size", "16", "--epochs", "3",
+            f"--progressive={value}", "--out", str(tmp_path / "run")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--progressive" in err and culprit in err, err
+    assert not (tmp_path / "run" / "summary.json").exists()
