@@ -21,8 +21,17 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device("cuda", local_rank)
 
 
+# oneDNN instruction sets without bf16 arithmetic: ONEDNN_MAX_CPU_ISA set to one of these keeps oneDNN's
+# convolutions off AVX-512 BF16 and AMX, so bf16 is emulated there even on a CPU that has them
+ISAS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI")
+
+
 def cpu_has_native_bf16() -> bool:
-    """AVX-512 BF16 or AMX: without them, bf16 convolutions on the CPU are emulated and far slower."""
+    """AVX-512 BF16 or AMX, and oneDNN allowed to use them: without, bf16 convolutions on the CPU are emulated
+    and far slower. (`ONEDNN_MAX_CPU_ISA=AVX2` also makes a bf16 machine behave as one without, e.g. to
+    check what a CPU without native bf16 gets.)"""
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in ISAS_WITHOUT_BF16:
+        return False
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:

@@ -18,6 +18,9 @@ sqrt(sd_a^2 + sd_b^2) (the standard deviation of the difference of one run of ea
 A claim of several comparisons is supported when all are, not supported when any is not."""
 from __future__ import annotations
 
+import contextlib
+import io
+
 import json
 import math
 import re
@@ -203,10 +206,14 @@ def train_one(overrides: dict, base: dict, seed: int, run_dir: Path) -> RunFolde
             raise CnnlabError(f"{run_dir} holds a run with other settings ({differ[0]}: {saved.get(differ[0])!r}, "
                               f"not {settings[differ[0]]!r}); choose another --out or remove that folder")
         return folder
-    try:
-        train(TrainConfig.from_dict(settings, f"contender {run_dir.name}"))
-    except TrainingStopped:
-        pass
+    cfg = TrainConfig.from_dict(settings, f"contender {run_dir.name}")
+    # the run's warnings (a study provokes vanishing gradients on purpose) stay in its metrics log, which the
+    # study's measures and report read; on stderr they would bury the study's own lines
+    with contextlib.redirect_stderr(io.StringIO()):
+        try:
+            train(cfg)
+        except TrainingStopped:
+            pass
     return folder
 
 
