@@ -114,8 +114,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         elif isinstance(default, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
         else:
-            kind = {"image_size": int, "out": str, "recipe": str, "model_config": str, "init_from": str,
-                    "freeze": str}.get(f.name, type(default))
+            kind = {"image_size": int, "out": str, "recipe": str, "variant": str, "model_config": str,
+                    "init_from": str, "freeze": str}.get(f.name, type(default))
             p.add_argument(flag, type=kind, metavar=f.name.upper(), **kw)
 
 

@@ -60,8 +60,8 @@ def test_lookahead_pulls_weights_toward_the_slow_average_and_ends_on_it():
 
 
 def _recipe(tmp_path, name, **extra):
-    return TrainConfig.from_dict({"recipe": "cifar10-fast", "data": "digits", "epochs": 3, "batch_size": 128,
-                                  "model_kwargs": {"width": 0.25}, "out": str(tmp_path / name),
+    return TrainConfig.from_dict({"recipe": "cifar10-fast", "variant": "sgd", "data": "digits", "epochs": 3,
+                                  "batch_size": 128, "model_kwargs": {"width": 0.25}, "out": str(tmp_path / name),
                                   "quiet": True, **extra})
 
 

@@ -7,10 +7,16 @@ from cnnlab.train.progressive import parse_plan, size_at, training_flops
 
 
 def test_the_plan_gives_each_epoch_its_size():
-    plan = parse_plan("16:2, 24:1")
+    plan = parse_plan("16:2, 24:1", 5)
     assert plan == [(16, 2), (24, 1)]
     assert [size_at(plan, e, 32) for e in range(5)] == [16, 16, 24, 32, 32]
     assert size_at([], 0, 32) == 32
+
+
+def test_shares_of_the_run_end_where_their_running_total_does_rounded_down():
+    assert parse_plan("16:20%,24:40%", 10) == [(16, 2), (24, 4)]
+    assert parse_plan("16:20%,24:40%", 4) == [(24, 2)]  # 0.8 epochs at 16: none; 2.4 in all: 2 at 24
+    assert parse_plan("16:20%,24:40%", 1) == []  # a one-epoch run trains at full size
 
 
 def test_flops_count_each_epoch_at_its_size():
@@ -46,7 +52,8 @@ def test_the_model_sees_the_planned_sizes_and_the_summary_counts_them(tmp_path):
     assert s["train_flops"] == 6 * 256 * spe * (per_image[8] + per_image[12] + per_image[16])
 
 
-@pytest.mark.parametrize("value, culprit", [("16", "SIZE:EPOCHS"), ("16:x", "SIZE:EPOCHS"), ("0:1", "at least 1"),
+@pytest.mark.parametrize("value, culprit", [("16", "SIZE:EPOCHS"), ("16:x", "SIZE:EPOCHS"), ("0:1", "must be positive"), ("16:0", "must be positive"),
+                                            ("16:1.5", "SIZE:EPOCHS"),
                                             ("8:2,12:1", "covers all 3 epochs"), ("40:1", "outside")])
 def test_a_bad_plan_is_one_line_and_exit_2(tmp_path, capsys, value, culprit):
     argv = ["train", "--model", "resnet20", "--model-kwargs", "width=0.25", "--image-size", "16", "--epochs", "3",

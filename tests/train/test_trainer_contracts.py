@@ -26,7 +26,8 @@ def cli_config(argv):
 # ---- settings in layers: recipe, model config, --config file, options ------------------------------------
 def test_a_config_file_keeps_the_recipe_it_does_not_mention(tmp_path):
     (tmp_path / "run.yaml").write_text("epochs: 1\n")
-    cfg = cli_config(["--config", str(tmp_path / "run.yaml"), "--recipe", "cifar10-fast", "--data", "digits"])
+    cfg = cli_config(["--config", str(tmp_path / "run.yaml"), "--recipe", "cifar10-fast", "--variant", "sgd",
+                      "--data", "digits"])
     assert (cfg.model, cfg.batch_size, cfg.lr, cfg.lookahead, cfg.tta, cfg.epochs) == \
         ("airbench94", 512, 0.75, True, 2, 1)
 
@@ -44,8 +45,8 @@ def test_layers_merge_in_the_documented_order(tmp_path):
 def test_config_yaml_records_what_trained(tmp_path):
     (tmp_path / "run.yaml").write_text("epochs: 1\nimage_size: 16\n")
     out = tmp_path / "run"
-    assert main(["train", "--config", str(tmp_path / "run.yaml"), "--recipe", "cifar10-fast", "--data", "digits",
-                 "--batch-size", "256", "-q", "--out", str(out)]) == 0
+    assert main(["train", "--config", str(tmp_path / "run.yaml"), "--recipe", "cifar10-fast", "--variant", "sgd",
+                 "--data", "digits", "--batch-size", "256", "-q", "--out", str(out)]) == 0
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert (saved["model"], saved["batch_size"], saved["lookahead"], saved["tta"]) == ("airbench94", 256, True, 2)
     assert json.loads((out / "summary.json").read_text())["model"] == "airbench94"

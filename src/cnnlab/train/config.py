@@ -33,6 +33,8 @@ class TrainConfig:
     # a named set of settings under everything given alongside
     recipe: str | None = setting(None, "a named set of settings, e.g. cifar10-fast (airbench94's recipe); "
                                        "options given override it")
+    variant: str | None = setting(None, "the recipe's variant, e.g. sgd or muon for cifar10-fast (default: "
+                                        "picked for the hardware; the run records which)")
     # what to train, on what
     model_config: str | None = setting(None, "YAML file with model and model_kwargs (e.g. best_model.yaml of "
                                              "`cnnlab search report`)")
@@ -49,7 +51,8 @@ class TrainConfig:
                                        "(0: use the test split)")
     skip_bad: bool = setting(False, "skip unreadable images and report how many")
     progressive: str = setting("", "progressive resizing: SIZE:EPOCHS,... trains the first epochs on downscaled "
-                                   "images, e.g. 16:2,24:3 (2 epochs at 16x16, 3 at 24x24, the rest at full size)")
+                                   "images, e.g. 16:2,24:3 (2 epochs at 16x16, 3 at 24x24, the rest at full size); "
+                                   "16:20%,24:40% gives shares of --epochs")
     augment: str = setting("", "batched augmentation, e.g. flip,translate=4 or crop=0.35,rotate=15:reflect,"
                                "color=0.4,cutout=8,mixup=0.2 (see `cnnlab augment`)")
     # fine-tuning
@@ -143,6 +146,8 @@ class TrainConfig:
             raise CnnlabError(f"--seed must be between 0 and 2^32-1, got {self.seed}")
         if not 0 <= self.val_fraction < 1:
             raise CnnlabError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        if self.variant is not None and self.recipe is None:
+            raise CnnlabError(f"--variant {self.variant} chooses among a recipe's variants; give --recipe too")
         if self.label_smoothing >= 1:
             raise CnnlabError(f"--label-smoothing must be below 1, got {self.label_smoothing}")
         from ..data import check_holdout  # here, not at the top: `cnnlab --help` reads the help without torch
@@ -152,7 +157,7 @@ class TrainConfig:
 
         check_holdout(self.holdout)
         parse_policy(self.augment)
-        if sum(e for _, e in parse_plan(self.progressive)) >= self.epochs:
+        if sum(e for _, e in parse_plan(self.progressive, self.epochs)) >= self.epochs:
             raise CnnlabError(f"--progressive {self.progressive} covers all {self.epochs} epochs; leave at least the "
                               f"last at full size")
         if self.image_size is not None and self.image_size < 1:
@@ -192,7 +197,8 @@ def resolve(layers: list[dict], sources: list[str]) -> TrainConfig:
         merged.update(values)
     below: list[dict] = []
     if merged.get("recipe") is not None:
-        below.append(check_types(recipe_settings(merged["recipe"]), f"recipe {merged['recipe']}"))
+        below.append(check_types(recipe_settings(merged["recipe"], merged.get("variant")),
+                                 f"recipe {merged['recipe']}"))
     if merged.get("model_config") is not None:
         below.append(read_model_config(merged["model_config"]))
     values = {}

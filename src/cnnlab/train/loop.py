@@ -212,6 +212,7 @@ def _train(run: Run, resume: bool, wall_start: float) -> dict:
     top5 = ds.num_classes > 5
     summary = {
         "status": "finished", "model": cfg.model, "model_kwargs": cfg.model_kwargs, "recipe": cfg.recipe,
+        "variant": cfg.variant,
         "dataset": ds.name, "image_size": f"{ds.image_size[0]}x{ds.image_size[1]}" + (
             f" resized to {size}x{size}" if ds.image_size != (size, size) else ""),
         "classes": ds.num_classes, "train_images": len(run.train.x),

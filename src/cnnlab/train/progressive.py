@@ -11,23 +11,35 @@ from ..errors import CnnlabError
 FLOPS_PER_MAC_STEP = 6  # 2 FLOPs per multiply-add, forward plus a backward pass of about twice its work
 
 
-def parse_plan(text: str) -> list[tuple[int, int]]:
-    """'16:2,24:3' -> [(16, 2), (24, 3)]: 2 epochs at 16x16, then 3 at 24x24."""
-    plan = []
+def parse_plan(text: str, epochs: int) -> list[tuple[int, int]]:
+    """'16:2,24:3' -> [(16, 2), (24, 3)]: 2 epochs at 16x16, then 3 at 24x24. A share of the run's `epochs`
+    ('16:20%,24:40%') ends at the epoch its running total reaches, rounded down, so a recipe's plan fits a run
+    of any length (at 1 epoch, nothing of it is left)."""
+    plan, done, share = [], 0, 0.0
     for item in filter(None, (t.strip() for t in (text or "").split(","))):
-        size, sep, epochs = item.partition(":")
-        if not (sep and size.strip().isdigit() and epochs.strip().isdigit()):
-            raise CnnlabError(f"--progressive: expected SIZE:EPOCHS items such as 16:2,24:3, got '{item}'")
-        if int(size) < 1 or int(epochs) < 1:
-            raise CnnlabError(f"--progressive: size and epochs must be at least 1, got '{item}'")
-        plan.append((int(size), int(epochs)))
+        size, sep, length = (t.strip() for t in item.partition(":"))
+        percent = length.endswith("%")
+        number = length[:-1] if percent else length
+        if not (sep and size.isdigit() and number.replace(".", "", 1).isdigit() and (percent or number.isdigit())):
+            raise CnnlabError(f"--progressive: expected SIZE:EPOCHS or SIZE:PERCENT% items such as 16:2,24:3 or "
+                              f"16:20%,24:40%, got '{item}'")
+        if int(size) < 1 or float(number) <= 0:
+            raise CnnlabError(f"--progressive: sizes and lengths must be positive, got '{item}'")
+        if percent:
+            share += float(number) / 100
+            n = int(share * epochs + 1e-9) - done
+        else:
+            n = int(number)
+        done += n
+        if n > 0:
+            plan.append((int(size), n))
     return plan
 
 
 def check_plan(plan: list[tuple[int, int]], epochs: int, full: int, minimum: int) -> None:
     if sum(e for _, e in plan) >= epochs:
         raise CnnlabError(f"--progressive covers {sum(e for _, e in plan)} of the {epochs} epochs; leave at least "
-                          f"the last at full size ({full}x{full})")
+                          f"the last at full size")
     for size, _ in plan:
         if not minimum <= size <= full:
             raise CnnlabError(f"--progressive: size {size} is outside {minimum}..{full} (the model's smallest "

@@ -1,5 +1,7 @@
 """Recipes: named sets of training settings, applied under whatever the user gives alongside them
-(`cnnlab train --recipe cifar10-fast --epochs 12` keeps the recipe but trains 12 epochs)."""
+(`cnnlab train --recipe cifar10-fast --epochs 12` keeps the recipe but trains 12 epochs). A recipe may come in
+variants; unless `--variant` names one, the recipe picks it for the hardware it finds and the run records
+which (config.yaml), so a resumed run keeps it on any machine."""
 from __future__ import annotations
 
 from ..errors import CnnlabError
@@ -21,8 +23,29 @@ RECIPES: dict[str, dict] = {
     },
 }
 
+# Each variant's settings over its recipe's. `sgd`: airbench94 as above. `muon`: airbench94_muon's optimiser
+# (orthogonalised momentum for the conv filters, linear decay from the start, no lookahead) and progressive
+# resizing, for the same accuracy with fewer FLOPs (benchmarks/work_to_accuracy.py).
+VARIANTS: dict[str, dict] = {
+    "sgd": {},
+    "muon": {"optimizer": "muon", "epochs": 8, "muon_lr": 0.24, "muon_momentum": 0.6, "warmup_epochs": 0.0,
+             "decay_to": 0.0, "lookahead": False},
+}
+RECIPE_VARIANTS = {"cifar10-fast": tuple(VARIANTS)}
 
-def recipe_settings(name: str) -> dict:
+
+def pick_variant(name: str) -> tuple[str, str]:
+    """The variant for this machine, and why."""
+    return "muon", "fewest FLOPs to the recipe's accuracy on every device"
+
+
+def recipe_settings(name: str, variant: str | None = None) -> dict:
     if name not in RECIPES:
         raise CnnlabError(f"unknown recipe '{name}'; known: {', '.join(RECIPES)}")
-    return dict(RECIPES[name])
+    known = RECIPE_VARIANTS.get(name, ())
+    if variant is None and known:
+        variant = pick_variant(name)[0]
+    if variant is not None and variant not in known:
+        raise CnnlabError(f"--variant {variant}: recipe {name} has " + (
+            f"the variants {', '.join(known)}" if known else "no variants"))
+    return {**RECIPES[name], **(VARIANTS[variant] if variant else {}), **({"variant": variant} if variant else {})}

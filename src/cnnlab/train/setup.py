@@ -32,6 +32,7 @@ from .finetune import describe_init, freeze, init_from, pretrained_parameters
 from .lookahead import Lookahead
 from .optim import build_optimizer
 from .progressive import check_plan, parse_plan
+from .recipes import pick_variant
 from .run_folder import RunFolder
 from .sinks import Callbacks, MetricsLog, ProgressBar, Sink, Sinks, TensorBoard
 from .step import Recovery, Stepper
@@ -109,6 +110,10 @@ def _setup(cfg: TrainConfig, resume: bool, callbacks: Callbacks, ranks: distribu
     if device.type == "cpu" and precision == "bf16" and not cpu_has_native_bf16() and ranks.main:
         print("warning: this CPU has no native bf16 (AVX-512 BF16 or AMX): bf16 is emulated here and far slower "
               "than fp32 (--precision auto picks fp32)", file=sys.stderr)
+    if cfg.variant is not None and ranks.main and not cfg.quiet:
+        picked, why = pick_variant(cfg.recipe)
+        print(f"recipe {cfg.recipe}, variant {cfg.variant}" + (f" (picked: {why})" if picked == cfg.variant else
+                                                               " (--variant)"), file=sys.stderr)
     if device.type == "cpu" and cfg.keep_freed_memory:
         keep_freed_memory()
     if cfg.sync_bn and ranks.distributed and device.type != "cuda":
@@ -154,7 +159,7 @@ def _setup(cfg: TrainConfig, resume: bool, callbacks: Callbacks, ranks: distribu
         if ranks.main:
             print(f"warning: {note}", file=sys.stderr)
     stats = summarize(model, (ds.channels, size, size), cfg.model)
-    plan = parse_plan(cfg.progressive)
+    plan = parse_plan(cfg.progressive, cfg.epochs)
     check_plan(plan, cfg.epochs, size, minimum)
     macs_at = {size: stats.macs, **{s: summarize(model, (ds.channels, s, s), cfg.model).macs for s, _ in plan}}
     if cfg.val_fraction > 0:

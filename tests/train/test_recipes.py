@@ -1,0 +1,45 @@
+"""A recipe's variants: picked for the hardware unless --variant names one, recorded in config.yaml, and
+said on stderr when the run starts."""
+import yaml
+
+from cnnlab.cli import build_parser, main, train_config
+from cnnlab.train.recipes import RECIPES, VARIANTS, pick_variant
+
+
+def cli_config(argv):
+    return train_config(build_parser(train_options=True).parse_args(["train", *argv]))
+
+
+def test_the_recipe_picks_a_variant_and_an_option_overrides_it():
+    picked, why = pick_variant("cifar10-fast")
+    assert picked in VARIANTS and why
+    cfg = cli_config(["--recipe", "cifar10-fast", "--data", "digits"])
+    assert cfg.variant == picked
+    assert cfg.optimizer == {**RECIPES["cifar10-fast"], **VARIANTS[picked]}["optimizer"]
+    sgd = cli_config(["--recipe", "cifar10-fast", "--variant", "sgd", "--data", "digits"])
+    assert (sgd.variant, sgd.optimizer, sgd.epochs, sgd.lookahead) == ("sgd", "sgd", 11, True)
+    muon = cli_config(["--recipe", "cifar10-fast", "--variant", "muon", "--epochs", "3", "--data", "digits"])
+    assert (muon.variant, muon.optimizer, muon.epochs, muon.lookahead) == ("muon", "muon", 3, False)
+
+
+def test_a_run_records_its_variant_and_says_it(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--recipe", "cifar10-fast", "--variant", "sgd", "--data", "digits", "--epochs", "1",
+                 "--image-size", "16", "--model-kwargs", "width=0.25", "--batch-size", "256", "--no-report",
+                 "--out", str(out)]) == 0
+    assert "recipe cifar10-fast, variant sgd" in capsys.readouterr().err
+    assert yaml.safe_load((out / "config.yaml").read_text())["variant"] == "sgd"
+
+
+def test_a_resumed_run_keeps_its_variant_whatever_this_machine_would_pick(tmp_path):
+    (tmp_path / "run.yaml").write_text("recipe: cifar10-fast\nvariant: sgd\n")
+    cfg = cli_config(["--config", str(tmp_path / "run.yaml")])
+    assert cfg.variant == "sgd" and cfg.optimizer == "sgd"
+
+
+def test_bad_variants_are_one_line_and_exit_2(tmp_path, capsys):
+    for argv, culprit in ([["--recipe", "cifar10-fast", "--variant", "adam"], "has the variants sgd, muon"],
+                          [["--variant", "muon"], "give --recipe too"]):
+        assert main(["train", *argv, "--data", "digits", "--out", str(tmp_path / "run")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--variant" in err and culprit in err, err
