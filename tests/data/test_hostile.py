@@ -1,7 +1,6 @@
 """Hostile, damaged and odd inputs: each is read correctly or refused in one line naming the culprit."""
 import gzip
 import io
-import os
 import pickle
 import struct
 import sys

@@ -23,7 +23,7 @@ from ..errors import CnnlabError
 from ..models.equivariant import equivariance_note
 from ..models.summary import ModelSummary, summarize
 from ..runtime import distributed
-from ..runtime.device import (cpu_has_native_bf16, keep_freed_memory, resolve_device, resolve_precision,
+from ..runtime.device import (cpu_has_native_bf16, cpu_name, keep_freed_memory, resolve_device, resolve_precision,
                               to_channels_last, use_all_cores)
 from ..runtime.memory import create_model_within_memory, ensure_fits
 from ..runtime.tensors import channel_stats, normalize, to_device
@@ -257,18 +257,9 @@ def describe_environment(device: torch.device, precision: str, processes: int) -
     if device.type == "cuda":
         hardware = torch.cuda.get_device_name(device)
     else:
-        hardware = _cpu_name()
+        hardware = cpu_name()
     return {"cnnlab": __version__, "torch": torch.__version__, "python": platform.python_version(),
             "git_commit": commit, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "hardware": hardware, "device": str(device), "precision": precision, "processes": processes,
             "host": platform.node() if os.environ.get("CNNLAB_RECORD_HOST", "1") == "1" else None}
 
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
