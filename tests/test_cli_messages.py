@@ -68,3 +68,7 @@ def test_every_option_has_help_and_shows_its_default():
             if action.default not in (None, False):
                 assert "default" in shown, f"{name} {action.dest}: default {action.default} not shown"
         command.format_help()  # every help string formats (no stray %)
+    from cnnlab.train.config import FIELDS, flag
+
+    train_help = build_parser(train_options=True)._commands["train"].format_help()  # "16:20%" formats too
+    assert all(flag(name) in train_help for name in FIELDS)

@@ -106,7 +106,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         shown = "" if default in (None, "", {}) else f" (default: {default})"
-        kw = {"dest": f.name, "default": argparse.SUPPRESS, "help": f.metadata["help"] + shown}
+        kw = {"dest": f.name, "default": argparse.SUPPRESS,
+              "help": (f.metadata["help"] + shown).replace("%", "%%")}  # argparse formats help with %
         if f.name == "model_kwargs":
             p.add_argument(flag, nargs="+", metavar="KEY=VALUE", **kw)
         elif f.name == "quiet":
