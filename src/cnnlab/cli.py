@@ -414,7 +414,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     run_search(args.space, args.data, args.trials, args.study, args.out, storage=args.storage, strategy=args.strategy,
                epochs=args.epochs, seed=args.seed, max_params=args.max_params, max_macs=args.max_macs,
                image_size=args.image_size, quiet=args.quiet, objectives=objectives, pruner=args.pruner,
-               max_latency=args.max_latency, workers=args.workers)
+               max_latency=args.max_latency, workers=args.workers, holdout=args.holdout)
     print(report(args.out, args.study, args.storage, as_json=args.json))
     page = write_report(args.out, args.study, args.storage)
     if not args.json:
@@ -612,6 +612,7 @@ def build_parser(train_options: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--max-latency", type=float, help="reject architectures slower than this many ms per image "
                    "(batch 1, measured here before training)")
     p.add_argument("--image-size", type=int, default=None, help=_help("image_size"))
+    p.add_argument("--holdout", type=float, default=None, help=_help("holdout"))
     p.add_argument("--seed", type=int, default=0, help="the search's seed (each trial's draws come from it and "
                    "the trial's number; every trial trains with it)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines; the result is still printed")

@@ -45,9 +45,13 @@ def test_a_report_that_fails_is_a_warning_and_the_run_stays_finished(tmp_path, c
 def test_search_writes_its_report_and_prints_its_path(tmp_path, capsys):
     out = tmp_path / "search"
     assert main(["search", "--space", "resnet-like", "--trials", "2", "--data", "digits", "--epochs", "1",
-                 "--image-size", "8", "--out", str(out)]) == 0
+                 "--image-size", "8", "--holdout", "0.3", "--out", str(out)]) == 0
     assert f"report: {out / 'report.html'}" in capsys.readouterr().out
     page = (out / "report.html").read_text()
     assert "Leaderboard" in page and "Best architecture" in page
     # its trials are runs the search report covers: none writes a report of its own
     assert not list((out / "trials").glob("*/report.html"))
+    import yaml  # and each trial splits the data as the search was told
+
+    configs = [yaml.safe_load(p.read_text()) for p in (out / "trials").glob("*/config.yaml")]
+    assert configs and all(c["holdout"] == 0.3 and c["report"] is False for c in configs)

@@ -195,7 +195,9 @@ def _make_folder(out: Path) -> None:
 
 
 def _trial_config(data: str, epochs: int, seed: int, image_size: int | None, run_dir: Path, arch: dict | None = None,
-                  settings: dict | None = None) -> TrainConfig:
+                  settings: dict | None = None, holdout: float | None = None) -> TrainConfig:
+    if holdout is not None:
+        settings = {"holdout": holdout, **(settings or {})}
     return TrainConfig(model="cnn", model_kwargs={"arch": arch} if arch else {}, data=data, epochs=epochs, seed=seed,
                        image_size=image_size, out=str(run_dir), quiet=True, report=False,
                        **(settings or {})).validate()
@@ -289,12 +291,13 @@ def run_search(space_name: str, data: str, trials: int, study: str, out: Path, s
                strategy: str = "tpe", epochs: int = 3, seed: int = 0, max_params: int | None = None,
                max_macs: int | None = None, image_size: int | None = None, quiet: bool = True,
                objectives: tuple[str, ...] = ("accuracy",), pruner: str = "none",
-               max_latency: float | None = None, workers: int = 1) -> optuna.Study:
+               max_latency: float | None = None, workers: int = 1, holdout: float | None = None) -> optuna.Study:
     """`max_latency` and the `latency` objective: milliseconds per image at batch 1, measured before training
     on this machine in the precision the trial trains in (see `models.summary.measure_latency_ms`).
     `quiet=False`: a line on stderr as each trial starts (the study's standing and the architecture) and ends;
     the trials themselves always train without progress bars. `workers`: processes on this machine sharing
-    the study, this one included. Every option is checked before the study is opened."""
+    the study, this one included. `holdout`: each trial's test split where the data has none (see train's
+    --holdout). Every option is checked before the study is opened."""
     options = dict(locals())  # what helper workers run
     objectives = tuple(objectives)
     _check_options(trials, workers, seed, objectives, pruner,
@@ -304,7 +307,7 @@ def run_search(space_name: str, data: str, trials: int, study: str, out: Path, s
     space = load_space(space_name)
     out = Path(out)
     _check_out(out)
-    _trial_config(data, epochs, seed, image_size, out / "trials" / "0000")
+    _trial_config(data, epochs, seed, image_size, out / "trials" / "0000", holdout=holdout)
     ds = load_dataset(data, image_size=image_size)  # its shape and classes, for the checks before training
     size = image_size or ds.default_image_size or ds.image_size[0]
     s = open_study(out, study, storage, strategy, seed, objectives, pruner, trials)
@@ -341,7 +344,7 @@ def run_search(space_name: str, data: str, trials: int, study: str, out: Path, s
             trial.set_user_attr("rejected", str(exc))
             raise optuna.TrialPruned(str(exc)) from None
         run_dir = out / "trials" / f"{trial.number:04d}"
-        cfg = _trial_config(data, epochs, seed, image_size, run_dir, arch, settings)
+        cfg = _trial_config(data, epochs, seed, image_size, run_dir, arch, settings, holdout)
         trial.set_user_attr("run_dir", str(run_dir))
         say(f"trial #{trial.number} {_standing(trial.study, trials)}: {describe(arch)}{_settings_text(settings)}")
 

@@ -47,7 +47,8 @@ def run_search_contender(label, overrides, seed, run_dir, base, ctx) -> dict | N
 
     trials, epochs = TRIALS[ctx["budget"]]
     study = run_search("mixed", base["data"], trials, "search", run_dir, strategy=overrides["search"],
-                       epochs=epochs, seed=seed, max_params=hand_params(base), image_size=base.get("image_size"))
+                       epochs=epochs, seed=seed, max_params=hand_params(base), image_size=base.get("image_size"),
+                       holdout=base.get("holdout"))
     finished = [RunFolder(t.user_attrs["run_dir"]) for t in study.trials
                 if t.state == optuna.trial.TrialState.COMPLETE]
     summaries = [f.read_summary() for f in finished]
