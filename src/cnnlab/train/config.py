@@ -34,7 +34,7 @@ class TrainConfig:
     recipe: str | None = setting(None, "a named set of settings, e.g. cifar10-fast (airbench94's recipe); "
                                        "options given override it")
     variant: str | None = setting(None, "the recipe's variant, e.g. sgd or muon for cifar10-fast (default: "
-                                        "picked for the hardware; the run records which)")
+                                        "the recipe's default, sgd; the run records which)")
     # what to train, on what
     model_config: str | None = setting(None, "YAML file with model and model_kwargs (e.g. best_model.yaml of "
                                              "`cnnlab search report`)")

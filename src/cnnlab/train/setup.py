@@ -112,8 +112,8 @@ def _setup(cfg: TrainConfig, resume: bool, callbacks: Callbacks, ranks: distribu
               "than fp32 (--precision auto picks fp32)", file=sys.stderr)
     if cfg.variant is not None and ranks.main and not cfg.quiet:
         picked, why = pick_variant(cfg.recipe)
-        print(f"recipe {cfg.recipe}, variant {cfg.variant}" + (f" (picked: {why})" if picked == cfg.variant else
-                                                               " (--variant)"), file=sys.stderr)
+        print(f"recipe {cfg.recipe}, variant {cfg.variant}" + (f" (the default: {why})" if picked == cfg.variant
+                                                               else " (--variant)"), file=sys.stderr)
     if device.type == "cpu" and cfg.keep_freed_memory:
         keep_freed_memory()
     if cfg.sync_bn and ranks.distributed and device.type != "cuda":
