@@ -128,7 +128,7 @@ def test_multi_objective_search_returns_a_pareto_front_and_refuses_a_pruner(tmp_
 
 def test_hyperband_stops_unpromising_trials_early(tmp_path, capsys):
     report = _search_then_report(tmp_path / "hb", capsys, "--trials", "6", "--pruner", "hyperband", "--epochs", "4",
-                                 "--strategy", "random")
+                                 "--strategy", "random", "--image-size", "8")  # the last --image-size counts
     assert report["pruned"] and all(p["epochs"] < 4 for p in report["pruned"])
     assert len(report["pruned"]) + len(report["leaderboard"]) == 6
 
