@@ -15,7 +15,7 @@ from cnnlab.train.optim import lr_factor
 
 def _run(tmp_path, name, model, **kw):
     kw = {"data": "digits", "image_size": 16, "epochs": 3, "batch_size": 64, "quiet": True, **kw}
-    return train(TrainConfig(model=model, out=str(tmp_path / name), **kw))
+    return train(TrainConfig(model=model, out=str(tmp_path / name), **{"report": False, **kw}))
 
 
 def _kinds(summary):

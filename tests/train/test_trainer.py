@@ -14,7 +14,8 @@ from cnnlab import CnnlabError
 from cnnlab.train import TrainConfig, train
 from cnnlab.train.optim import lr_factor, param_groups
 
-FAST = dict(model="resnet20", model_kwargs={"width": 0.5}, image_size=16, epochs=2, batch_size=64, quiet=True)
+FAST = dict(model="resnet20", model_kwargs={"width": 0.5}, image_size=16, epochs=2, batch_size=64, quiet=True,
+            report=False)  # reports: tests/report/
 
 
 def run(tmp_path, name="run", **overrides):

@@ -16,7 +16,8 @@ from cnnlab.train import TrainConfig, train
 from cnnlab.train.run_folder import RunFolder
 from cnnlab.train.sinks import ProgressBar
 
-FAST = dict(model="resnet20", model_kwargs={"width": 0.5}, image_size=16, epochs=1, batch_size=64, quiet=True)
+FAST = dict(model="resnet20", model_kwargs={"width": 0.5}, image_size=16, epochs=1, batch_size=64, quiet=True,
+            report=False)  # reports: tests/report/
 
 
 def cli_config(argv):
