@@ -33,8 +33,8 @@ def param_groups(model: nn.Module, cfg: TrainConfig, pretrained: set[int] = froz
             groups[key] = {"params": [], "lr": lr, "initial_lr": lr,
                            "weight_decay": cfg.weight_decay / scale if decays and not muon else 0.0}
             if cfg.optimizer == "muon":
-                groups[key].update(muon=muon, momentum=cfg.muon_momentum if muon else cfg.momentum,
-                                   nesterov=cfg.nesterov and (cfg.muon_momentum if muon else cfg.momentum) > 0)
+                momentum = cfg.muon_momentum if muon else cfg.momentum
+                groups[key].update(muon=muon, momentum=momentum, nesterov=cfg.nesterov and momentum > 0)
         groups[key]["params"].append(p)
     return list(groups.values())
 

@@ -36,10 +36,8 @@ def parse_plan(text: str, epochs: int) -> list[tuple[int, int]]:
     return plan
 
 
-def check_plan(plan: list[tuple[int, int]], epochs: int, full: int, minimum: int) -> None:
-    if sum(e for _, e in plan) >= epochs:
-        raise CnnlabError(f"--progressive covers {sum(e for _, e in plan)} of the {epochs} epochs; leave at least "
-                          f"the last at full size")
+def check_sizes(plan: list[tuple[int, int]], full: int, minimum: int) -> None:
+    """The sizes against the model and the data (that the plan leaves epochs at full size, TrainConfig checks)."""
     for size, _ in plan:
         if not minimum <= size <= full:
             raise CnnlabError(f"--progressive: size {size} is outside {minimum}..{full} (the model's smallest "

@@ -31,7 +31,7 @@ from .config import TrainConfig
 from .finetune import describe_init, freeze, init_from, pretrained_parameters
 from .lookahead import Lookahead
 from .optim import build_optimizer
-from .progressive import check_plan, parse_plan
+from .progressive import check_sizes, parse_plan
 from .recipes import pick_variant
 from .run_folder import RunFolder
 from .sinks import Callbacks, MetricsLog, ProgressBar, Sink, Sinks, TensorBoard
@@ -160,7 +160,7 @@ def _setup(cfg: TrainConfig, resume: bool, callbacks: Callbacks, ranks: distribu
             print(f"warning: {note}", file=sys.stderr)
     stats = summarize(model, (ds.channels, size, size), cfg.model)
     plan = parse_plan(cfg.progressive, cfg.epochs)
-    check_plan(plan, cfg.epochs, size, minimum)
+    check_sizes(plan, size, minimum)
     macs_at = {size: stats.macs, **{s: summarize(model, (ds.channels, s, s), cfg.model).macs for s, _ in plan}}
     if cfg.val_fraction > 0:
         fit_idx, val_idx = stratified_split(ds.train_y, cfg.val_fraction, cfg.seed)
