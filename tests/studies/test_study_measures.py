@@ -32,3 +32,18 @@ def test_measures_of_every_study_read_a_run(run):
     assert read["gap"] == pytest.approx(read["train_accuracy"] - read["test_accuracy"])
     rotation = {m.name: m.read(run, {}) for m in get("rotation").measures}
     assert all(0 <= v <= 1 for v in rotation.values()) and len(rotation) == 5
+
+
+def test_gap_compares_clean_training_accuracy_when_the_run_has_it_and_damaged_figures_give_none(run, tmp_path):
+    import json
+    import shutil
+
+    from cnnlab.studies.harness import _safe
+
+    copy = tmp_path / "run"
+    shutil.copytree(run.path, copy)
+    summary = json.loads((copy / "summary.json").read_text())
+    gap = next(m for m in get("augmentation").measures if m.name == "gap")
+    for value, expected in ((0.75, 0.75 - summary["test_accuracy"]), ("damaged", None)):
+        (copy / "summary.json").write_text(json.dumps({**summary, "train_eval_accuracy": value}))
+        assert _safe(gap, RunFolder(copy), {}) == (pytest.approx(expected) if expected is not None else None)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -133,3 +134,22 @@ def test_impossible_model_shape_is_refused_before_training(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+
+
+def test_eval_train_tests_the_final_weights_on_clean_training_images(tmp_path):
+    from cnnlab.data import load_dataset
+    from cnnlab.inference import load_run, stats
+    from cnnlab.runtime.evaluate import metrics_from_logits, predict_logits
+    from cnnlab.runtime.tensors import to_device
+
+    plain, _ = run(tmp_path, "plain", epochs=1)
+    assert plain["train_eval_accuracy"] is None
+    s, out = run(tmp_path, "clean", val_fraction=0.0, image_size=8, eval_train=True)
+    model, spec = load_run(out, "last")
+    ds = load_dataset("digits")
+    index = np.linspace(0, len(ds.train_x) - 1, len(ds.test_x)).round().astype(int)  # as many as the test split
+    assert len(set(index)) == len(ds.test_x)
+    x, y = to_device(ds.train_x[index], ds.train_y[index], 8, torch.device("cpu"))
+    expected = metrics_from_logits(predict_logits(model, x, *stats(spec), spec["precision"]), y, ds.num_classes)
+    assert abs(s["train_eval_accuracy"] - expected["accuracy"]) < 1e-6
+    assert 0 < s["train_eval_accuracy"] <= 1

@@ -74,8 +74,16 @@ def diagnosed(kind: str):
 
 
 def gap(folder: RunFolder, ctx: dict) -> float | None:
+    """Training minus test accuracy of the final weights, both on clean images (a run with --eval-train);
+    the last epoch's accuracy on augmented batches otherwise, which strong augmentation pushes below test."""
     summary = folder.read_summary()
-    epochs = [r for r in folder.read_metrics() if r["type"] == "epoch"]
-    if summary.get("status") != "finished" or not epochs:
+    if summary.get("status") != "finished":
         return None
-    return epochs[-1]["train_accuracy"] - summary["test_accuracy"]
+    if summary.get("train_eval_accuracy") is not None:
+        return summary["train_eval_accuracy"] - summary["test_accuracy"]
+    epochs = [r for r in folder.read_metrics() if r["type"] == "epoch"]
+    return epochs[-1]["train_accuracy"] - summary["test_accuracy"] if epochs else None
+
+
+def train_eval_accuracy(folder: RunFolder, ctx: dict) -> float | None:
+    return folder.read_summary().get("train_eval_accuracy")

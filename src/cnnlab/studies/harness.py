@@ -295,8 +295,8 @@ def _measure_names(contender: dict) -> set[str]:
 def _safe(m: Measure, folder: RunFolder, ctx: dict) -> float | None:
     try:
         return m.read(folder, ctx)
-    except (CnnlabError, KeyError, IndexError, ValueError, ZeroDivisionError):
-        return None  # e.g. a run stopped before its first epoch has no epoch figures
+    except (CnnlabError, KeyError, IndexError, TypeError, ValueError, ZeroDivisionError):
+        return None  # a run stopped before its first epoch has no epoch figures; a damaged one, no numbers
 
 
 def _aggregate(runs: list[dict]) -> dict:

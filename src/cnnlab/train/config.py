@@ -97,6 +97,9 @@ class TrainConfig:
                                 choices=("stop", "skip", "rollback"))
     # evaluation
     eval_every: int = setting(1, "epochs between validation passes (0: after the last epoch only)")
+    eval_train: bool = setting(False, "also test the final weights on the training images without augmentation "
+                                      "(as many as the test split has, spread evenly): the summary's "
+                                      "train_eval_accuracy, for an honest train/test gap")
     tta: int = setting(0, "test-time augmentation: 0 none, 1 mirror, 2 mirror + 1-pixel translations",
                        choices=(0, 1, 2))
     # where and how

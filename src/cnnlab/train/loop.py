@@ -19,7 +19,7 @@ from ..runtime.tensors import normalize
 from .config import TrainConfig
 from .optim import lr_at, set_lr
 from .progressive import resize, size_at, training_flops
-from .setup import Run, setup
+from .setup import Run, Split, setup
 from .sinks import Callbacks, MetricsLog, ProgressBar
 from .step import soft_targets
 
@@ -208,6 +208,7 @@ def _train(run: Run, resume: bool, wall_start: float) -> dict:
         test = evaluate(run, run.test)
     else:
         test = val if val is not None else evaluate(run, run.test)
+    train_eval = evaluate(run, spread(run.train, len(run.test.x)))["accuracy"] if cfg.eval_train else None
     ds, size = run.dataset, run.size
     top5 = ds.num_classes > 5
     summary = {
@@ -224,7 +225,7 @@ def _train(run: Run, resume: bool, wall_start: float) -> dict:
         "wall_seconds": round(time.perf_counter() - wall_start, 3),
         "images_per_second": round(st.images_seen / max(st.train_seconds, 1e-9), 1),
         "best_val_accuracy": st.best_accuracy, "best_epoch": st.best_epoch,
-        "test_accuracy": test["accuracy"], "test_top5_accuracy": test["top5_accuracy"] if top5 else None,
+        "test_accuracy": test["accuracy"], "train_eval_accuracy": train_eval, "test_top5_accuracy": test["top5_accuracy"] if top5 else None,
         "notes": ds.notes, "diagnoses": [d.to_dict() for d in run.monitor.diagnoses] if run.monitor else None,
         "environment": run.environment, "init": run.init, "run_dir": str(run.folder),
     }
@@ -244,6 +245,12 @@ def write_run_report(run: Run, summary: dict) -> None:
         summary["report"] = str(write_report(run.folder.path))
     except (CnnlabError, OSError, ValueError, RuntimeError) as exc:
         run.sinks.warn(f"report.html not written ({exc}); `cnnlab report {run.folder.path}` tries again")
+
+
+def spread(split: Split, count: int) -> Split:
+    """`count` images (at most all) spread evenly over a split: every class, when the split is sorted by class."""
+    index = torch.linspace(0, len(split.x) - 1, min(count, len(split.x)), device=split.x.device).round().long()
+    return Split(split.x[index], split.y[index])
 
 
 def evaluate(run: Run, split) -> dict:

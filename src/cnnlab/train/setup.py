@@ -3,6 +3,7 @@ processes, device and precision, the run folder, the data as device tensors, the
 distributed), the optimiser, the step, the gradient monitor and the sinks."""
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import platform
@@ -246,14 +247,21 @@ def check_resumable(folder: RunFolder, cfg: TrainConfig) -> None:
                           f"be extended, not shortened")
 
 
-def describe_environment(device: torch.device, precision: str, processes: int) -> dict:
-    """What ran the training: versions, the code's git commit (when it has one), hardware and precision."""
+@functools.lru_cache(maxsize=1)
+def code_commit() -> str | None:
+    """The git commit of cnnlab's code, when it runs from a checkout. Asked once per process: the code a
+    process runs is the code it imported, and a search's hundreds of trials need not each start git."""
     here = Path(__file__).resolve().parent
     try:
-        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, timeout=5).stdout.strip() or None
+        return subprocess.run(["git", "-C", str(here), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=5).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
-        commit = None
+        return None
+
+
+def describe_environment(device: torch.device, precision: str, processes: int) -> dict:
+    """What ran the training: versions, the code's git commit (when it has one), hardware and precision."""
+    commit = code_commit()
     if device.type == "cuda":
         hardware = torch.cuda.get_device_name(device)
     else:

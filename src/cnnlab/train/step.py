@@ -10,7 +10,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..diagnose.monitor import GradientMonitor, gradient_norms
-from ..errors import CnnlabError
 from ..runtime.device import autocast
 
 
@@ -84,9 +83,7 @@ class Recovery:
     (and halve it); after MAX skips in a row, or MAX rollbacks, stop."""
     MAX = 5
 
-    def __init__(self, mode: str) -> None:
-        if mode not in ("stop", "skip", "rollback"):
-            raise CnnlabError(f"--on-nonfinite must be stop, skip or rollback, got '{mode}'")
+    def __init__(self, mode: str) -> None:  # TrainConfig.validate has checked the mode
         self.mode, self.skipped, self.rollbacks = mode, 0, 0
 
     def decide(self) -> str:
