@@ -37,8 +37,9 @@ RECIPE_VARIANTS = {"cifar10-fast": tuple(VARIANTS)}
 
 def pick_variant(name: str) -> tuple[str, str]:
     """The variant a recipe runs without --variant, and why. For cifar10-fast it is `sgd` on every device:
-    `muon` spends 27% fewer FLOPs but reached 90.04%, 89.90% and 90.03% on seeds 0-2 (docs/speed.md), so it
-    stays a choice until a variant keeps 90% on all three; the pick is the place for a per-device choice."""
+    it reached 90.39%, 90.55% and 90.37% on seeds 0-2; `muon` spends 27% fewer FLOPs but reached 90.04%,
+    89.90% and 90.03% (docs/speed.md), so it stays a choice until a variant keeps 90% on all three; the pick
+    is the place for a per-device choice."""
     return "sgd", "the variant that keeps 90% on seeds 0-2"
 
 
