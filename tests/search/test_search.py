@@ -1,5 +1,6 @@
 """Architecture search on Optuna, end to end on digits with tiny budgets."""
 import json
+import os
 
 import optuna
 import pytest
@@ -145,6 +146,9 @@ def test_two_workers_share_one_study(tmp_path, capsys):
     assert len(list((out / "trials").iterdir())) == len(states)  # both processes wrote trials into one study
     choices = [t.params for t in study.trials]
     assert all(a != b for i, a in enumerate(choices) for b in choices[i + 1:])  # no architecture trained twice
+    threads = [json.loads(s.read_text())["threads"] for s in (out / "trials").glob("*/summary.json")]
+    cores = len(os.sched_getaffinity(0))
+    assert len(threads) == len(states) and max(threads) == max(1, -(-cores // 2))  # each worker: half the cores
 
 
 def test_regularized_evolution_mutates_one_choice_of_a_good_recent_parent():

@@ -94,12 +94,17 @@ def test_two_nodes_meet_through_torchruns_c10d_rendezvous(tmp_path):
         port = s.getsockname()[1]
     node = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
             "--rdzv-backend", "c10d", "--rdzv-endpoint", f"localhost:{port}", "--rdzv-id", "cnnlab-test"]
+    cores = sorted(os.sched_getaffinity(0))  # a core of its own for each "machine": a node uses all it has
+
+    def own_core(i: int):
+        return lambda: os.sched_setaffinity(0, {cores[i % len(cores)]})
+
     nodes = [subprocess.Popen(node + TRAIN + ["--out", str(tmp_path / "run")], env=_env(), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+                              stderr=subprocess.PIPE, text=True, preexec_fn=own_core(i)) for i in range(2)]
     results = [p.communicate(timeout=300) for p in nodes]
     assert all(p.returncode == 0 for p in nodes), [err[-2000:] for _, err in results]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["processes"] == 2 and summary["test_accuracy"] > 0.5
+    assert summary["processes"] == 2 and summary["threads"] == 1 and summary["test_accuracy"] > 0.5
     epochs = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
               if '"type": "epoch"' in line]
     assert len(epochs) == 3  # written once, by the global rank 0 only

@@ -5,6 +5,7 @@ import ctypes
 import os
 import platform
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -70,6 +71,31 @@ def use_all_cores(processes_here: int = 1) -> int:
     n = max(1, n // processes_here)
     torch.set_num_threads(n)
     return n
+
+
+def core_shares(workers: int) -> list[set[int]] | None:
+    """The cores this process may run on, dealt out to `workers` processes of one machine (round robin; with
+    more workers than cores, some share one), so each uses its own share instead of every core: K processes
+    of all-core threads on the same cores slow each other far more than K times. None where the platform
+    cannot pin processes (then each worker uses every core)."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    cores = sorted(os.sched_getaffinity(0))
+    return [set(cores[i::workers]) or {cores[i % len(cores)]} for i in range(workers)]
+
+
+@contextmanager
+def running_on(cores: set[int] | None):
+    """This process confined to `cores` for the block (its threads follow: use_all_cores), then freed again."""
+    if cores is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cores)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)

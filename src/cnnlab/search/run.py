@@ -24,6 +24,7 @@ from ..data import load_dataset
 from ..errors import CnnlabError, TrainingStopped
 from ..models import create_model
 from ..models.summary import measure_latency_ms, summarize
+from ..runtime.device import core_shares, running_on
 from ..runtime.memory import total_memory, training_bytes
 from ..train import TrainConfig, train
 from . import OBJECTIVES, PRUNERS, STRATEGIES
@@ -250,16 +251,18 @@ def _settings_text(settings: dict) -> str:
                    for k, v in settings.items())
 
 
-def _start_helpers(count: int, options: dict) -> list:
-    """`count` more processes joining the study, each running `run_search(**options)` as one worker: they are
-    started from the options as parsed, never from the command line as typed."""
+def _start_helpers(shares: list[set[int]] | None, count: int, options: dict) -> list:
+    """`count` more processes joining the study, each running `run_search(**options)` as one worker on its
+    share of the cores (shares[1:]; shares[0] is this process's): they are started from the options as parsed,
+    never from the command line as typed."""
     spec = json.dumps({**options, "out": str(Path(options["out"]).resolve()), "workers": 1, "quiet": True})
     helpers = []
-    for _ in range(count):
+    for i in range(1, count + 1):
         log = tempfile.TemporaryFile()  # what a helper says on stderr, reported if it fails
+        pin = (lambda cores=shares[i]: os.sched_setaffinity(0, cores)) if shares else None
         helpers.append((subprocess.Popen([sys.executable, "-c", "import sys; from cnnlab.search.run import "
                                           "helper_main; sys.exit(helper_main(sys.argv[1]))", spec],
-                                         stdout=subprocess.DEVNULL, stderr=log), log))
+                                         stdout=subprocess.DEVNULL, stderr=log, preexec_fn=pin), log))
     return helpers
 
 
@@ -384,9 +387,12 @@ def run_search(space_name: str, data: str, trials: int, study: str, out: Path, s
 
     # a restarted search runs only what is missing; other workers' trials count as they finish
     if sum(map(trained, s.get_trials(deepcopy=False))) < trials:
-        helpers = _start_helpers(workers - 1, options) if workers > 1 else []  # the study exists: they join it
+        # the study exists: helpers join it, each on its share of the cores (K workers of all-core threads thrash)
+        shares = core_shares(workers) if workers > 1 else None
+        helpers = _start_helpers(shares, workers - 1, options) if workers > 1 else []
         try:
-            s.optimize(objective, callbacks=[stop_when_done], catch=(TrainingStopped,))
+            with running_on(shares[0] if shares else None):
+                s.optimize(objective, callbacks=[stop_when_done], catch=(TrainingStopped,))
         finally:
             _wait_for(helpers)
     if in_a_row >= MAX_REJECTED_IN_A_ROW:
