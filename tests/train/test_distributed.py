@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-TRAIN = ["-m", "cnnlab", "train", "--data", "digits", "--model", "resnet20", "--model-kwargs", "width=0.5",
-         "--epochs", "3", "--batch-size", "64", "--lr", "0.05", "--augment", "flip,translate=2", "--quiet"]
+TRAIN = ["-m", "cnnlab", "train", "--data", "digits", "--image-size", "16", "--model", "resnet20",
+         "--model-kwargs", "width=0.5", "--epochs", "3", "--batch-size", "64", "--lr", "0.05", "--augment", "flip,translate=2", "--quiet"]
 
 
 def _env():
