@@ -34,6 +34,7 @@ def test_run_folder_holds_config_metrics_summary_and_weights(tmp_path):
                 "best_val_accuracy", "test_accuracy"):
         assert key in json.loads((out / "summary.json").read_text())
     assert s["dataset"] == "digits" and s["image_size"] == "8x8 resized to 16x16" and 0 <= s["test_accuracy"] <= 1
+    assert s["train_eval_accuracy"] is None  # only with --eval-train
     assert s["params"] == sum(v.numel() for k, v in weights(out).items() if "running" not in k and "num_batches" not in k)
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     epochs = [x for x in lines if x["type"] == "epoch"]
@@ -142,8 +143,6 @@ def test_eval_train_tests_the_final_weights_on_clean_training_images(tmp_path):
     from cnnlab.runtime.evaluate import metrics_from_logits, predict_logits
     from cnnlab.runtime.tensors import to_device
 
-    plain, _ = run(tmp_path, "plain", epochs=1)
-    assert plain["train_eval_accuracy"] is None
     s, out = run(tmp_path, "clean", val_fraction=0.0, image_size=8, eval_train=True)
     model, spec = load_run(out, "last")
     ds = load_dataset("digits")
