@@ -28,7 +28,7 @@ def main() -> None:
     if mode == "hashes":
         log = open(f"{target}/hashes-rank{rank}.txt", "w")
         cfg = TrainConfig(model="resnet20", model_kwargs={"width": 0.5}, data="digits", epochs=3, batch_size=64,
-                          lr=0.05, augment="flip,translate=2", out=out, quiet=True)
+                          lr=0.05, augment="flip,translate=2", out=out, quiet=True, report=False)
         train(cfg, on_step=lambda model, step: log.write(
             f"{step} {digest(model.parameters())} {digest(model.buffers())}\n"))
         log.close()
@@ -38,7 +38,7 @@ def main() -> None:
                 torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, target)
 
         cfg = TrainConfig(model="resnet20", model_kwargs={"width": 0.5, "bn": False}, data="digits", epochs=1,
-                          batch_size=64, lr=0.01, precision="fp32", out=out, quiet=True)
+                          batch_size=64, lr=0.01, precision="fp32", out=out, quiet=True, report=False)
         train(cfg, on_step=save)
 
 

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
 TRAIN = ["-m", "cnnlab", "train", "--data", "digits", "--image-size", "16", "--model", "resnet20",
          "--model-kwargs", "width=0.5", "--epochs", "3", "--batch-size", "64", "--lr", "0.05",
-         "--augment", "flip,translate=2", "--quiet"]
+         "--augment", "flip,translate=2", "--quiet", "--no-report"]  # reports: tests/report/
 
 
 def _env():
