@@ -605,7 +605,8 @@ def build_parser(train_options: bool = True) -> argparse.ArgumentParser:
                    "a multi-objective search returning the Pareto front")
     p.add_argument("--pruner", default="none", choices=PRUNERS,
                    help="stop unpromising trials early: successive halving or Hyperband (single-objective only)")
-    p.add_argument("--workers", type=int, default=1, help="processes on this machine sharing the study")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes on this machine sharing the study, at most one per core")
     p.add_argument("--epochs", type=int, default=3, help="training epochs per trial")
     p.add_argument("--max-params", type=int, help="reject larger architectures before training")
     p.add_argument("--max-macs", type=int, help="reject architectures with more multiply-adds")

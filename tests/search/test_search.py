@@ -100,6 +100,13 @@ def test_search_errors_are_one_line(tmp_path, capsys):
     assert main(["search", "--space", "mixed", "--trials", "0", "--out", str(tmp_path)]) == 2
     assert main(["search", "--space", "mixed", "--trials", "2", "--out", str(tmp_path), "--max-latency", "0"]) == 2
     assert "--max-latency must be positive" in capsys.readouterr().err
+    cores = len(os.sched_getaffinity(0))
+    for workers in ("0", str(cores + 1), str(2 ** 70)):  # each worker needs a core of its own
+        assert main(["search", "--space", "mixed", "--trials", "2", "--out", str(tmp_path / "w"),
+                     "--workers", workers]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"--workers must be between 1 and {cores}" in err, err
+    assert not (tmp_path / "w").exists()
     assert main(["search", "report", str(tmp_path / "none")]) == 2
     assert "no study.db here" in capsys.readouterr().err
     assert main(["train", "--model-config", str(tmp_path / "missing.yaml")]) == 2

@@ -135,8 +135,6 @@ def test_impossible_model_shape_is_refused_before_training(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-
-
 def test_eval_train_tests_the_final_weights_on_clean_training_images(tmp_path):
     from cnnlab.data import load_dataset
     from cnnlab.inference import load_run, stats

@@ -64,11 +64,17 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
+def usable_cores() -> list[int]:
+    """The cores this process may run on (not the machine's count in a container)."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
 def use_all_cores(processes_here: int = 1) -> int:
-    """One thread per core this process may run on (not the machine's count in a container), shared
-    evenly by the `processes_here` processes of a distributed run on this machine."""
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    n = max(1, n // processes_here)
+    """One thread per core this process may run on, shared evenly by the `processes_here` processes of a
+    distributed run on this machine."""
+    n = max(1, len(usable_cores()) // processes_here)
     torch.set_num_threads(n)
     return n
 
@@ -78,9 +84,9 @@ def core_shares(workers: int) -> list[set[int]] | None:
     more workers than cores, some share one), so each uses its own share instead of every core: K processes
     of all-core threads on the same cores slow each other far more than K times. None where the platform
     cannot pin processes (then each worker uses every core)."""
-    if not hasattr(os, "sched_getaffinity"):
+    if not hasattr(os, "sched_setaffinity"):
         return None
-    cores = sorted(os.sched_getaffinity(0))
+    cores = usable_cores()
     return [set(cores[i::workers]) or {cores[i % len(cores)]} for i in range(workers)]
 
 

@@ -24,7 +24,7 @@ from ..data import load_dataset
 from ..errors import CnnlabError, TrainingStopped
 from ..models import create_model
 from ..models.summary import measure_latency_ms, summarize
-from ..runtime.device import core_shares, running_on
+from ..runtime.device import core_shares, running_on, usable_cores
 from ..runtime.memory import total_memory, training_bytes
 from ..train import TrainConfig, train
 from . import OBJECTIVES, PRUNERS, STRATEGIES
@@ -208,8 +208,10 @@ def _check_options(trials: int, workers: int, seed: int, objectives: tuple[str, 
                    limits: dict) -> None:
     if trials < 1:
         raise CnnlabError(f"--trials must be at least 1, got {trials}")
-    if workers < 1:
-        raise CnnlabError(f"--workers must be at least 1, got {workers}")
+    cores = len(usable_cores())
+    if not 1 <= workers <= cores:  # more would share cores, and slow each other more than they add
+        raise CnnlabError(f"--workers must be between 1 and {cores} (a core each: the cores this process may "
+                          f"use), got {workers}")
     if not 0 <= seed < 2 ** 32:
         raise CnnlabError(f"--seed must be between 0 and {2 ** 32 - 1}, got {seed}")
     for name, limit in limits.items():

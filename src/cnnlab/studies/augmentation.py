@@ -23,7 +23,8 @@ def contenders(budget: str) -> dict:
     for share, val in FRACTIONS.items():
         for name, policy in _policies(budget).items():
             out[f"{name}, {share} data"] = {**cnn(1, 3, (16, 32), skip=True), "augment": policy,
-                                            "val_fraction": val, "eval_train": True, "epochs": max(1, round(epochs * 0.9 / (1 - val)))}
+                                            "val_fraction": val, "eval_train": True,  # the gap on clean images
+                                            "epochs": max(1, round(epochs * 0.9 / (1 - val)))}
     return out
 
 

@@ -225,7 +225,8 @@ def _train(run: Run, resume: bool, wall_start: float) -> dict:
         "wall_seconds": round(time.perf_counter() - wall_start, 3),
         "images_per_second": round(st.images_seen / max(st.train_seconds, 1e-9), 1),
         "best_val_accuracy": st.best_accuracy, "best_epoch": st.best_epoch,
-        "test_accuracy": test["accuracy"], "train_eval_accuracy": train_eval, "test_top5_accuracy": test["top5_accuracy"] if top5 else None,
+        "test_accuracy": test["accuracy"], "test_top5_accuracy": test["top5_accuracy"] if top5 else None,
+        "train_eval_accuracy": train_eval,
         "notes": ds.notes, "diagnoses": [d.to_dict() for d in run.monitor.diagnoses] if run.monitor else None,
         "environment": run.environment, "init": run.init, "run_dir": str(run.folder),
     }
