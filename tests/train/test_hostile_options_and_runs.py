@@ -84,3 +84,15 @@ def test_tampered_run_folder_refuses_resume_in_one_line(finished_run, tmp_path, 
     run = _copy(finished_run, tmp_path)
     damage(run)
     one_line_error(capsys, ["train", "--resume", "--out", str(run), "--epochs", "2", "-q"], match)
+
+
+def test_a_validation_fraction_that_holds_out_no_image_is_one_line_before_training(tmp_path, capsys):
+    from PIL import Image
+
+    for cls in ("a", "b"):  # 3 images a class: the default 10% rounds to none
+        (tmp_path / "tiny" / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (12, 12), (80 * i, 0, 0)).save(tmp_path / "tiny" / cls / f"{i}.png")
+    one_line_error(capsys, ["train", "--data", str(tmp_path / "tiny"), "--model", "cnn", "--epochs", "1",
+                            "--out", str(tmp_path / "run")], "--val-fraction 0.1 holds out no image")
+    assert not (tmp_path / "run").exists()

@@ -165,6 +165,10 @@ def _setup(cfg: TrainConfig, resume: bool, callbacks: Callbacks, ranks: distribu
     macs_at = {size: stats.macs, **{s: summarize(model, (ds.channels, s, s), cfg.model).macs for s, _ in plan}}
     if cfg.val_fraction > 0:
         fit_idx, val_idx = stratified_split(ds.train_y, cfg.val_fraction, cfg.seed)
+        if len(val_idx) == 0:  # no image to choose the best epoch on: it would never be chosen
+            raise CnnlabError(f"--val-fraction {cfg.val_fraction} holds out no image of {ds.name} (its classes "
+                              f"have {len(ds.train_y) // ds.num_classes} training images on average); pass a larger "
+                              f"fraction, or --val-fraction 0 to keep the last epoch's weights")
     else:
         fit_idx, val_idx = slice(None), None
     mean, std = channel_stats(ds.train_x[fit_idx])
