@@ -101,8 +101,8 @@ def test_a_file_that_does_not_fit_is_refused_in_one_line_naming_the_key_and_both
         init_from(model, str(tmp_path / "code.pth"))
     # the command line: one line, exit status 2
     assert main(["train", "--model", "resnet18", "--init-from", str(tmp_path / "bad.pth"), "--data",
-                 str(digit_folder(tmp_path / "d", range(2), 3, rgb=True, n_test=1)), "--epochs", "1", "--out",
-                 str(tmp_path / "run"), "-q"]) == 2
+                 str(digit_folder(tmp_path / "d", range(2), 3, rgb=True, n_test=1)), "--val-fraction", "0",
+                 "--epochs", "1", "--out", str(tmp_path / "run"), "-q"]) == 2  # 3 images a class: no validation
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "'layer1.0.conv1.weight' has shape (64, 64, 1, 1) in the file" in err
 
