@@ -28,6 +28,7 @@ from cnnlab.models.summary import summarize
 from cnnlab.runtime.device import cpu_name
 from cnnlab.train import TrainConfig, train
 from cnnlab.train.progressive import parse_plan, training_flops
+from cnnlab.train.pruning import epoch_lengths
 from cnnlab.train.recipes import RECIPES, VARIANTS
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-train-jpeg.tar.gz"
@@ -39,8 +40,8 @@ def counted_flops(settings: dict) -> float:
     model = create_model(settings["model"], num_classes=10, in_channels=3)
     plan = parse_plan(settings.get("progressive", ""), settings["epochs"])
     macs = {s: summarize(model, (3, s, s)).macs for s in {32, *(s for s, _ in plan)}}
-    spe = TRAIN_IMAGES // settings["batch_size"]
-    return training_flops(plan, 32, settings["epochs"] * spe, spe, settings["batch_size"], macs.__getitem__)
+    lengths = epoch_lengths(TRAIN_IMAGES, settings["batch_size"], settings["epochs"], settings.get("prune", 0.0))
+    return training_flops(plan, 32, lengths, sum(lengths), settings["batch_size"], macs.__getitem__)
 
 
 def matmul_flops_per_second(dtype=torch.float32, n: int = 2048, repeats: int = 10) -> float:

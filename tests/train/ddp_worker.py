@@ -5,6 +5,8 @@
                                         HASH_DIR/hashes-rank<R>.txt
     ddp_worker.py first-step OUT FILE   train resnet20 without BN in fp32; save the weights after step 1
                                         (rank 0) to FILE
+    ddp_worker.py pruned OUT DIR        train with --prune 0.3; write the epoch, length and a hash of each
+                                        epoch's image order this rank draws to DIR/orders-rank<R>.txt
 """
 import hashlib
 import os
@@ -32,6 +34,21 @@ def main() -> None:
         train(cfg, on_step=lambda model, step: log.write(
             f"{step} {digest(model.parameters())} {digest(model.buffers())}\n"))
         log.close()
+    elif mode == "pruned":
+        import cnnlab.train.loop as loop
+
+        drawn, draw = open(f"{target}/orders-rank{rank}.txt", "w"), loop.epoch_order
+
+        def logged(images, epoch, *rest):
+            order, weight = draw(images, epoch, *rest)
+            drawn.write(f"{epoch} {len(order)} {digest([order])}\n")
+            return order, weight
+
+        loop.epoch_order = logged
+        cfg = TrainConfig(model="resnet20", model_kwargs={"width": 0.25}, data="digits", image_size=16, epochs=3,
+                          batch_size=64, prune=0.3, out=out, quiet=True, report=False)
+        train(cfg)
+        drawn.close()
     else:
         def save(model, step):
             if step == 1 and rank == "0":

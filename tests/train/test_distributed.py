@@ -54,6 +54,17 @@ def test_two_ranks_take_the_step_one_process_takes_on_the_whole_batch(tmp_path):
     assert max(changes) < 1e-4  # float summation order only (measured: 6e-6)
 
 
+def test_ranks_of_a_pruned_run_draw_the_same_images(tmp_path):
+    """Each rank learns the losses of its own share of a batch; gathered, every rank prunes alike."""
+    run = subprocess.run(TORCHRUN + [WORKER, "pruned", str(tmp_path / "run"), str(tmp_path)], env=_env(),
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rank0, rank1 = ((tmp_path / f"orders-rank{r}.txt").read_text().splitlines() for r in (0, 1))
+    assert rank0 == rank1 and len(rank0) == 3
+    lengths = [int(line.split()[1]) for line in rank0]
+    assert lengths[1] < lengths[0] == lengths[2]  # the middle epoch is pruned
+
+
 def test_sync_bn_on_cpus_is_refused_in_one_line(tmp_path):
     run = subprocess.run(TORCHRUN + TRAIN + ["--sync-bn", "--out", str(tmp_path / "x")], env=_env(),
                          capture_output=True, text=True, timeout=300)

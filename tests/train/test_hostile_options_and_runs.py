@@ -26,6 +26,9 @@ def one_line_error(capsys, argv, match):
     (["--image-size", "100000"], "GiB"),
     (["--model-kwargs", "width=1e7"], "too large to build"),
     (["--data", ""], "--data"),
+    (["--prune", "0.5"], "--prune must be in [0, 0.5)"),
+    (["--prune", "-0.1"], "--prune must be in [0, 0.5)"),
+    (["--prune", "0.3", "--epochs", "3", "--batch-size", "100000"], "--prune 0.3 leaves"),
 ])
 def test_hostile_option_is_one_line(tmp_path, capsys, extra, match):
     one_line_error(capsys, ["train", *SMALL, *extra, "--out", str(tmp_path / "r")], match)

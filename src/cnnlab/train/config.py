@@ -53,6 +53,9 @@ class TrainConfig:
     progressive: str = setting("", "progressive resizing: SIZE:EPOCHS,... trains the first epochs on downscaled "
                                    "images, e.g. 16:2,24:3 (2 epochs at 16x16, 3 at 24x24, the rest at full size); "
                                    "16:20%,24:40% gives shares of --epochs")
+    prune: float = setting(0.0, "dynamic data pruning (InfoBatch): each epoch but the first and the last eighth "
+                                "leaves out this share of the training images, drawn from those with the lower "
+                                "half of the losses, and weights the rest of that half up (below 0.5; e.g. 0.25)")
     augment: str = setting("", "batched augmentation, e.g. flip,translate=4 or crop=0.35,rotate=15:reflect,"
                                "color=0.4,cutout=8,mixup=0.2 (see `cnnlab augment`)")
     # fine-tuning
@@ -149,6 +152,9 @@ class TrainConfig:
             raise CnnlabError(f"--seed must be between 0 and 2^32-1, got {self.seed}")
         if not 0 <= self.val_fraction < 1:
             raise CnnlabError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        if not 0 <= self.prune < 0.5:
+            raise CnnlabError(f"--prune must be in [0, 0.5): the share of the images a pruned epoch leaves out, "
+                              f"all from the lower-loss half; got {self.prune}")
         if self.variant is not None and self.recipe is None:
             raise CnnlabError(f"--variant {self.variant} chooses among a recipe's variants; give --recipe too")
         if self.label_smoothing >= 1:

@@ -2,6 +2,7 @@
 checkpoints, exact resume. `train` reads top to bottom: setup, a flat loop over global steps, the summary."""
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, fields
 from typing import Callable
@@ -19,6 +20,7 @@ from ..runtime.tensors import normalize
 from .config import TrainConfig
 from .optim import lr_at, set_lr
 from .progressive import resize, size_at, training_flops
+from .pruning import epoch_order
 from .setup import Run, Split, setup
 from .sinks import Callbacks, MetricsLog, ProgressBar
 from .step import soft_targets
@@ -37,6 +39,10 @@ class TrainState:
     lr_halvings: int = 0
     loss_sum: torch.Tensor | None = None  # this epoch's, on the device: no synchronisation per step
     correct: torch.Tensor | None = None
+    order_epoch: int = -1  # the epoch whose images `order` holds
+    order: torch.Tensor | None = None  # that epoch's training images in the order they train
+    weight: torch.Tensor | None = None  # each training image's loss weight in that epoch (None: all 1)
+    sample_loss: torch.Tensor | None = None  # --prune: each image's loss when last trained on (inf: not yet)
 
     def state_dict(self) -> dict:
         return asdict(self)
@@ -66,10 +72,13 @@ def train(cfg: TrainConfig, resume: bool = False,
 
 
 def _train(run: Run, resume: bool, wall_start: float) -> dict:
-    cfg, model, sinks, spe = run.cfg, run.model, run.sinks, run.steps_per_epoch
+    cfg, model, sinks, epochs = run.cfg, run.model, run.sinks, run.epochs
+    spe = epochs.total / cfg.epochs  # the schedule's steps per epoch: their mean, when pruned epochs are shorter
     metrics = sinks.first(MetricsLog)
+    images = len(run.train.x)
     st = TrainState(loss_sum=torch.zeros((), device=run.device),
-                    correct=torch.zeros((), device=run.device, dtype=torch.long))
+                    correct=torch.zeros((), device=run.device, dtype=torch.long),
+                    sample_loss=torch.full((images,), math.inf, device=run.device) if cfg.prune else None)
 
     def checkpoint() -> None:
         if run.ranks.main:
@@ -100,8 +109,7 @@ def _train(run: Run, resume: bool, wall_start: float) -> dict:
 
     def roll_back(problem: Diagnosis) -> None:
         """Back to the last checkpoint with the learning rate halved once more than before (each rollback
-        halves again, even back to the same checkpoint). The batch order needs no reset: it follows from the
-        epoch alone."""
+        halves again, even back to the same checkpoint). The checkpoint holds the epoch's batch order."""
         halvings = st.lr_halvings + 1
         restore(rollback=True)
         st.lr_halvings = halvings
@@ -120,14 +128,15 @@ def _train(run: Run, resume: bool, wall_start: float) -> dict:
     # ---- the loop: one global step at a time; an epoch ends where the step count says -----------------------
     model.train()
     val = None
-    order_of = None, None  # (epoch, order): the order of an epoch depends only on (seed, epoch)
     tick = time.perf_counter()
-    while st.step < run.total_steps:
-        epoch, s = divmod(st.step, spe)
-        if order_of[0] != epoch:  # a resumed run, and every rank, draws the same global batches
-            order_of = epoch, torch.randperm(len(run.train.x), generator=torch.Generator().manual_seed(
-                cfg.seed * 100_003 + epoch)).to(run.device)
-        idx = order_of[1][s * run.batch:(s + 1) * run.batch][run.ranks.rank::run.ranks.world]
+    while st.step < epochs.total:
+        epoch, s = epochs.locate(st.step)
+        if st.order_epoch != epoch:  # a resumed run, and every rank, draws the same global batches
+            order, weight = epoch_order(images, epoch, cfg.epochs, cfg.seed, cfg.prune, st.sample_loss)
+            st.order_epoch, st.order = epoch, order.to(run.device)
+            st.weight = weight.to(run.device) if weight is not None else None
+        batch_idx = st.order[s * run.batch:(s + 1) * run.batch]
+        idx = batch_idx[run.ranks.rank::run.ranks.world]
         x, partner, own = run.augment.mix(run.augment(run.train.x[idx], idx, epoch, s), epoch, s)
         y = run.train.y[idx]
         target = soft_targets(y, run.dataset.num_classes, cfg.label_smoothing, partner, own)
@@ -135,7 +144,7 @@ def _train(run: Run, resume: bool, wall_start: float) -> dict:
         inputs = normalize(x, run.mean, run.std)
         if run.plan:
             inputs = resize(inputs, size_at(run.plan, epoch, run.size))
-        result = run.step(inputs, target, st.step + 1)
+        result = run.step(inputs, target, st.step + 1, st.weight[idx] if st.weight is not None else None)
         st.step += 1
         if not result.finite:
             problem = explain_nonfinite(run, st.step, result, x)
@@ -153,14 +162,16 @@ def _train(run: Run, resume: bool, wall_start: float) -> dict:
             log_health(run)
             st.loss_sum += result.loss
             st.correct += (result.logits.argmax(1) == y).sum()
+            if st.sample_loss is not None:
+                st.sample_loss[batch_idx] = distributed.gather_rows(result.losses, len(batch_idx), run.ranks)
         if run.lookahead is not None:
-            run.lookahead.after_step(model, st.step, run.total_steps)
+            run.lookahead.after_step(model, st.step, epochs.total)
         st.images_seen += len(idx) * run.ranks.world
         sinks.after_step(st.step, model)
         lr = lr_at(run.optimizer, cfg, st.step, spe, st.lr_halvings)  # the rate from here on
         if st.step % cfg.log_every == 0:  # rank 0's share of the batch
             sinks.log({"type": "step", "step": st.step, "epoch": epoch + 1, "loss": result.loss_value, "lr": lr})
-        if st.step % spe == 0:  # ---- the end of an epoch: evaluate, keep the best, checkpoint ----
+        if epochs.is_end(st.step):  # ---- the end of an epoch: evaluate, keep the best, checkpoint ----
             broken = nonfinite_state(run, st.step)  # e.g. BN statistics overflowed while the loss stayed finite
             if broken is not None:
                 run.sinks.log({"type": "diagnosis", **broken.to_dict(), "message": broken.message()})
@@ -168,13 +179,13 @@ def _train(run: Run, resume: bool, wall_start: float) -> dict:
                     stop(run, broken)
                 roll_back(broken)
                 continue
-            if run.lookahead is not None and st.step == run.total_steps:
+            if run.lookahead is not None and st.step == epochs.total:
                 run.lookahead.finish(model)
             st.train_seconds += time.perf_counter() - tick
-            last = st.step == run.total_steps
+            last, steps = st.step == epochs.total, epochs.lengths[epoch]
             record = {"type": "epoch", "epoch": epoch + 1, "step": st.step,
-                      "train_loss": float(distributed.all_sum(st.loss_sum, run.ranks)) / run.ranks.world / spe,
-                      "train_accuracy": float(distributed.all_sum(st.correct, run.ranks)) / (spe * run.batch),
+                      "train_loss": float(distributed.all_sum(st.loss_sum, run.ranks)) / run.ranks.world / steps,
+                      "train_accuracy": float(distributed.all_sum(st.correct, run.ranks)) / (steps * run.batch),
                       "lr": lr, "train_seconds": st.train_seconds}
             if last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
                 val = evaluate(run, run.val or run.test)
@@ -218,8 +229,9 @@ def _train(run: Run, resume: bool, wall_start: float) -> dict:
             f" resized to {size}x{size}" if ds.image_size != (size, size) else ""),
         "classes": ds.num_classes, "train_images": len(run.train.x),
         "val_images": len(run.val.x) if run.val is not None else 0, "test_images": len(run.test.x),
-        "params": run.stats.params, "macs": run.stats.macs, "epochs": st.step // spe, "steps": st.step,
-        "train_flops": training_flops(run.plan, run.size, st.step, spe, run.batch, run.macs_at.__getitem__),
+        "params": run.stats.params, "macs": run.stats.macs, "epochs": epochs.completed(st.step), "steps": st.step,
+        "train_flops": training_flops(run.plan, run.size, epochs.lengths, st.step, run.batch,
+                                      run.macs_at.__getitem__),
         "seed": cfg.seed, "device": str(run.device), "precision": run.precision, "processes": run.ranks.world,
         "threads": run.threads, "train_seconds": round(st.train_seconds, 3),
         "wall_seconds": round(time.perf_counter() - wall_start, 3),
@@ -297,7 +309,7 @@ def nonfinite_state(run: Run, step: int) -> Diagnosis | None:
         return None
     name = next(n for n, t in named if not torch.isfinite(t).all())
     return Diagnosis("nonfinite", step, [name.rsplit(".", 1)[0]],
-                     f"'{name}' is no longer finite after epoch {step // run.steps_per_epoch}")
+                     f"'{name}' is no longer finite after epoch {run.epochs.completed(step)}")
 
 
 def log_health(run: Run) -> None:

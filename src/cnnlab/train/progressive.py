@@ -60,11 +60,13 @@ def resize(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
-def training_flops(plan: list[tuple[int, int]], full: int, steps: int, steps_per_epoch: int, batch: int,
+def training_flops(plan: list[tuple[int, int]], full: int, lengths: list[int], steps: int, batch: int,
                    macs_at) -> float:
-    """FLOPs of `steps` optimiser steps: per image, 6 x the model's multiply-adds at the size it trained at."""
+    """FLOPs of the first `steps` optimiser steps of epochs `lengths` steps long: per image, 6 x the model's
+    multiply-adds at the size it trained at."""
     total = 0.0
-    for epoch in range((steps + steps_per_epoch - 1) // steps_per_epoch):
-        n = min(steps_per_epoch, steps - epoch * steps_per_epoch)
+    for epoch, length in enumerate(lengths):
+        n = min(length, steps)
         total += n * batch * FLOPS_PER_MAC_STEP * macs_at(size_at(plan, epoch, full))
+        steps -= n
     return total

@@ -33,6 +33,7 @@ from .finetune import describe_init, freeze, init_from, pretrained_parameters
 from .lookahead import Lookahead
 from .optim import build_optimizer
 from .progressive import check_sizes, parse_plan
+from .pruning import Epochs, dropped_count, epoch_lengths
 from .recipes import pick_variant
 from .run_folder import RunFolder
 from .sinks import Callbacks, MetricsLog, ProgressBar, Sink, Sinks, TensorBoard
@@ -76,8 +77,7 @@ class Run:
     recovery: Recovery
     sinks: Sinks
     batch: int
-    steps_per_epoch: int
-    total_steps: int
+    epochs: Epochs  # each epoch's steps: pruned epochs (--prune) are shorter
     environment: dict = field(default_factory=dict)
     init: dict | None = None  # what --init-from loaded and --freeze froze (finetune.py)
     plan: list = field(default_factory=list)  # progressive resizing: [(size, epochs), ...] before full size
@@ -185,7 +185,11 @@ def _setup(cfg: TrainConfig, resume: bool, callbacks: Callbacks, ranks: distribu
     batch = min(cfg.batch_size, len(train.x))
     if batch % ranks.world:
         raise CnnlabError(f"--batch-size {batch} must be divisible by the {ranks.world} processes")
-    steps_per_epoch = len(train.x) // batch  # the ragged last batch is dropped: BN needs full batches
+    epochs = Epochs(epoch_lengths(len(train.x), batch, cfg.epochs, cfg.prune))
+    if min(epochs.lengths) < 1:
+        left = len(train.x) - dropped_count(len(train.x), cfg.prune)
+        raise CnnlabError(f"--prune {cfg.prune} leaves {left} of the {len(train.x)} training images in a pruned "
+                          f"epoch, fewer than a batch of {batch}: prune less or lower --batch-size")
     net = distributed.wrap(model, ranks, cfg.sync_bn)
     if cfg.sync_bn and ranks.distributed:
         model = net.module  # SyncBatchNorm replaced the norm layers: train and save that model
@@ -207,7 +211,7 @@ def _setup(cfg: TrainConfig, resume: bool, callbacks: Callbacks, ranks: distribu
     sinks: list[Sink] = [callbacks]
     if ranks.main:
         sinks = [MetricsLog(folder.metrics), *sinks,
-                 ProgressBar(cfg.epochs * steps_per_epoch, batch, f"{cfg.model} on {ds.name}", cfg.epochs,
+                 ProgressBar(epochs.total, batch, f"{cfg.model} on {ds.name}", cfg.epochs,
                              cfg.quiet)]
         if cfg.tensorboard:
             sinks.append(TensorBoard(folder.path / "tensorboard"))
@@ -218,7 +222,7 @@ def _setup(cfg: TrainConfig, resume: bool, callbacks: Callbacks, ranks: distribu
                monitor=monitor, step=Stepper(net, model, optimizer, scaler, device, precision, cfg.grad_clip,
                                              monitor),
                recovery=Recovery(cfg.on_nonfinite), sinks=Sinks(sinks), batch=batch,
-               steps_per_epoch=steps_per_epoch, total_steps=cfg.epochs * steps_per_epoch,
+               epochs=epochs,
                environment=environment, init=init, plan=plan, macs_at=macs_at)
 
 

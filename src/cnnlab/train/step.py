@@ -24,12 +24,18 @@ def soft_targets(y: torch.Tensor, num_classes: int, smoothing: float, partner: t
 
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return -(target * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
+    return each_cross_entropy(logits, target).mean()
+
+
+def each_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The soft cross-entropy of every image in the batch."""
+    return -(target * F.log_softmax(logits.float(), dim=1)).sum(1)
 
 
 @dataclass
 class StepResult:
     loss: torch.Tensor  # on the device: summed per epoch without a synchronisation
+    losses: torch.Tensor  # each image's, unweighted (data pruning ranks the images by it)
     logits: torch.Tensor
     loss_value: float
     norms: torch.Tensor  # per trainable parameter, unscaled
@@ -47,11 +53,14 @@ class Stepper:
         self.device, self.precision, self.grad_clip, self.monitor = device, precision, grad_clip, monitor
         self.params = [p for p in model.parameters() if p.requires_grad]
 
-    def __call__(self, x: torch.Tensor, target: torch.Tensor, step: int) -> StepResult:
+    def __call__(self, x: torch.Tensor, target: torch.Tensor, step: int,
+                 weight: torch.Tensor | None = None) -> StepResult:
+        """One step on batch `x`; `weight` scales each image's loss (data pruning's rescaling)."""
         monitor, scaler = self.monitor, self.scaler
         with autocast(self.device, self.precision), monitor.forward(step) if monitor else nullcontext():
             logits = self.net(x)
-        loss = soft_cross_entropy(logits, target)
+        losses = each_cross_entropy(logits, target)
+        loss = (losses * weight).mean() if weight is not None else losses.mean()
         self.optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scale = scaler.get_scale() if scaler.is_enabled() else None
@@ -59,7 +68,7 @@ class Stepper:
         loss_value, total = float(loss.detach()), float(norms.square().sum())  # the step's one synchronisation
         # under fp16 loss scaling, infinite gradients of a finite loss are the scaler's: it skips the step
         finite = math.isfinite(loss_value) and (math.isfinite(total) or scale is not None)
-        result = StepResult(loss.detach(), logits.detach(), loss_value, norms, finite)
+        result = StepResult(loss.detach(), losses.detach(), logits.detach(), loss_value, norms, finite)
         if not finite:
             self.optimizer.zero_grad(set_to_none=True)
             return result
