@@ -1,9 +1,10 @@
 """Progressive resizing (--progressive SIZE:EPOCHS,...): the plan, the sizes the model sees, the FLOPs counted."""
 import pytest
+import torch
 
 from cnnlab.cli import main
 from cnnlab.train import TrainConfig, train
-from cnnlab.train.progressive import parse_plan, size_at, training_flops
+from cnnlab.train.progressive import crop, parse_plan, size_at, training_flops
 
 
 def test_the_plan_gives_each_epoch_its_size():
@@ -26,8 +27,29 @@ def test_flops_count_each_epoch_at_its_size():
     assert flops == 6 * 8 * (4 * 10 + 4 * 20 + 2 * 40)
 
 
-def test_the_model_sees_the_planned_sizes_and_the_summary_counts_them(tmp_path):
-    seen = {}
+def test_a_crop_is_a_random_window_of_each_image_the_same_for_the_same_generator():
+    x = torch.randn(64, 3, 8, 8)
+    y = crop(x, 5, torch.Generator().manual_seed(3))
+    assert y.shape == (64, 3, 5, 5) and y.is_contiguous()
+    assert torch.equal(y, crop(x, 5, torch.Generator().manual_seed(3)))
+    windows = set()
+    for image, window in zip(x, y):  # each output is one 5x5 window of its own image, unscaled
+        found = [(t, left) for t in range(4) for left in range(4)
+                 if torch.equal(image[:, t:t + 5, left:left + 5], window)]
+        assert len(found) == 1
+        windows.add(found[0])
+    assert len(windows) > 8  # each image draws its own window
+    assert crop(x, 8, torch.Generator()) is x
+
+
+@pytest.mark.parametrize("crops", [False, True])
+def test_the_model_sees_the_planned_sizes_and_the_summary_counts_them(tmp_path, monkeypatch, crops):
+    from cnnlab.train import loop
+
+    seen, made_by = {}, []
+    for name in ("crop", "resize"):  # which of the two makes each small batch
+        monkeypatch.setattr(loop, name, lambda x, size, *a, _f=getattr(loop, name), _n=name: (
+            made_by.append(_n) if size < x.shape[-1] else None) or _f(x, size, *a))
 
     def watch(model, step):
         if not seen:
@@ -36,13 +58,14 @@ def test_the_model_sees_the_planned_sizes_and_the_summary_counts_them(tmp_path):
 
     step_now = [1]
     cfg = TrainConfig(model="resnet20", model_kwargs={"width": 0.25}, data="digits", image_size=16, epochs=3,
-                      batch_size=256, progressive="8:1,12:1", out=str(tmp_path / "run"), quiet=True, report=False,
-                      eval_every=0)
+                      batch_size=256, progressive="8:1,12:1", progressive_crop=crops, out=str(tmp_path / "run"),
+                      quiet=True, report=False, eval_every=0)
     s = train(cfg, on_step=watch)
     spe = s["steps"] // 3
     sizes = [seen[k] for k in sorted(seen) if k <= s["steps"]]
     assert sizes[:spe - 1] == [8] * (spe - 1)  # the hook is in place from the second step on
     assert sizes[spe - 1:2 * spe - 1] == [12] * spe and set(sizes[2 * spe - 1:]) == {16}
+    assert made_by == ["crop" if crops else "resize"] * (2 * spe)
     per_image = {8: None, 12: None, 16: s["macs"]}
     from cnnlab.models import create_model
     from cnnlab.models.summary import summarize
@@ -63,3 +86,9 @@ def test_a_bad_plan_is_one_line_and_exit_2(tmp_path, capsys, value, culprit):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--progressive" in err and culprit in err, err
     assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_crops_without_a_plan_are_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["train", "--progressive-crop", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--progressive-crop" in err and "--progressive too" in err, err

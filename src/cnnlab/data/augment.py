@@ -224,14 +224,15 @@ class Augmenter:
                 self.stages.append(op.stage)
         self.parity = flip_mask(num_images, torch.Generator().manual_seed(seed + 7))
 
-    def _generator(self, epoch: int, step: int, salt: int = 0) -> torch.Generator:
+    def generator(self, epoch: int, step: int, salt: int = 0) -> torch.Generator:
+        """The randomness of one step, from (seed, epoch, step) alone; `salt` gives a use of its own."""
         return torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 10_007 + step + salt * 7_919)
 
     def __call__(self, x: torch.Tensor, image_ids: torch.Tensor, epoch: int, step: int) -> torch.Tensor:
         """The policy's stages, in the order of OPS, each once."""
         if not self.policy.active:
             return x
-        gen = self._generator(epoch, step)
+        gen = self.generator(epoch, step)
         for stage in self.stages:
             x = stage(self, x, image_ids, epoch, gen)
         return x
@@ -241,4 +242,4 @@ class Augmenter:
         """Mixup/CutMix: (images, partner index, own-label weight), or (images, None, None) without them."""
         if not self.policy.mixes:
             return x, None, None
-        return mix(x, self._generator(epoch, step, salt=1), self.policy.mixup, self.policy.cutmix)
+        return mix(x, self.generator(epoch, step, salt=1), self.policy.mixup, self.policy.cutmix)

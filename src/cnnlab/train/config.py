@@ -53,6 +53,8 @@ class TrainConfig:
     progressive: str = setting("", "progressive resizing: SIZE:EPOCHS,... trains the first epochs on downscaled "
                                    "images, e.g. 16:2,24:3 (2 epochs at 16x16, 3 at 24x24, the rest at full size); "
                                    "16:20%,24:40% gives shares of --epochs")
+    progressive_crop: bool = setting(False, "progressive epochs take a random SIZE x SIZE crop of each image "
+                                            "instead of downscaling it, so objects keep their size")
     prune: float = setting(0.0, "dynamic data pruning (InfoBatch): each epoch but the first and the last eighth "
                                 "leaves out this share of the training images, drawn from those with the lower "
                                 "half of the losses, and weights the rest of that half up (below 0.5; e.g. 0.25)")
@@ -155,6 +157,9 @@ class TrainConfig:
         if not 0 <= self.prune < 0.5:
             raise CnnlabError(f"--prune must be in [0, 0.5): the share of the images a pruned epoch leaves out, "
                               f"all from the lower-loss half; got {self.prune}")
+        if self.progressive_crop and not self.progressive:
+            raise CnnlabError("--progressive-crop crops the epochs --progressive plans at a smaller size; give "
+                              "--progressive too")
         if self.variant is not None and self.recipe is None:
             raise CnnlabError(f"--variant {self.variant} chooses among a recipe's variants; give --recipe too")
         if self.label_smoothing >= 1:

@@ -19,7 +19,7 @@ from ..runtime.evaluate import metrics_from_logits, predict_logits
 from ..runtime.tensors import normalize
 from .config import TrainConfig
 from .optim import lr_at, set_lr
-from .progressive import resize, size_at, training_flops
+from .progressive import crop, resize, size_at, training_flops
 from .pruning import epoch_order
 from .setup import Run, Split, setup
 from .sinks import Callbacks, MetricsLog, ProgressBar
@@ -143,7 +143,9 @@ def _train(run: Run, resume: bool, wall_start: float) -> dict:
         set_lr(run.optimizer, cfg, st.step, spe, st.lr_halvings)
         inputs = normalize(x, run.mean, run.std)
         if run.plan:
-            inputs = resize(inputs, size_at(run.plan, epoch, run.size))
+            size = size_at(run.plan, epoch, run.size)
+            inputs = (crop(inputs, size, run.augment.generator(epoch, s, salt=2)) if cfg.progressive_crop
+                      else resize(inputs, size))
         result = run.step(inputs, target, st.step + 1, st.weight[idx] if st.weight is not None else None)
         st.step += 1
         if not result.finite:

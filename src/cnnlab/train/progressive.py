@@ -60,6 +60,20 @@ def resize(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
+def crop(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
+    """A random size x size window of each image of a batch (`--progressive-crop`): the objects keep the scale
+    evaluation sees at full size, where downscaling shrinks them."""
+    n, _, h, w = x.shape
+    if h == size and w == size:
+        return x
+    top = torch.randint(0, h - size + 1, (n,), generator=gen).to(x.device)
+    left = torch.randint(0, w - size + 1, (n,), generator=gen).to(x.device)
+    side = torch.arange(size, device=x.device)
+    rows, cols = (top[:, None] + side)[:, :, None], (left[:, None] + side)[:, None, :]
+    # advanced indices on either side of the channel slice put the batch and spatial dims first: (n, s, s, c)
+    return x[torch.arange(n, device=x.device)[:, None, None], :, rows, cols].permute(0, 3, 1, 2).contiguous()
+
+
 def training_flops(plan: list[tuple[int, int]], full: int, lengths: list[int], steps: int, batch: int,
                    macs_at) -> float:
     """FLOPs of the first `steps` optimiser steps of epochs `lengths` steps long: per image, 6 x the model's
