@@ -112,7 +112,7 @@ def test_fp16_gradients_that_underflow_are_diagnosed_and_healthy_fp16_is_not(tmp
     samples = [json.loads(x) for x in (tmp_path / "fp16" / "metrics.jsonl").read_text().splitlines()
                if '"layers"' in x]
     assert samples[-1]["underflow_fraction"]["conv1"] > 0.5
-    healthy = _run(tmp_path, "fp16ok", "resnet20", model_kwargs={"width": 0.5}, precision="fp16")
+    healthy = _run(tmp_path, "fp16ok", "resnet20", model_kwargs={"width": 0.5}, precision="fp16", epochs=2)
     assert healthy["diagnoses"] == [] and healthy["test_accuracy"] > 0.8
     scales = [json.loads(x).get("loss_scale") for x in (tmp_path / "fp16ok" / "metrics.jsonl").read_text().splitlines()
               if '"layers"' in x]

@@ -12,20 +12,24 @@ import optuna
 import pytest
 
 URL = os.environ.get("CNNLAB_TEST_POSTGRES")
-pytestmark = pytest.mark.skipif(not URL, reason="no PostgreSQL server (CNNLAB_TEST_POSTGRES unset; .ci/run sets it)")
+pytestmark = [pytest.mark.skipif(not URL, reason="no PostgreSQL server (CNNLAB_TEST_POSTGRES unset; .ci/run sets it)"),
+              pytest.mark.all_cores]  # two workers, a core each (as on two machines)
 
 
 def test_killed_worker_loses_only_its_running_trial_which_is_retried(tmp_path):
     study = f"t{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "CNNLAB_SEARCH_HEARTBEAT": "1", "OMP_NUM_THREADS": "1"}
 
-    def worker(name):
+    cores = sorted(os.sched_getaffinity(0))
+
+    def worker(name, core):
         return subprocess.Popen([sys.executable, "-m", "cnnlab", "search", "--space", "resnet-like", "--trials", "6",
                                  "--study", study, "--storage", URL, "--out", str(tmp_path / name), "--data", "digits",
                                  "--epochs", "2", "--image-size", "16", "--strategy", "random"],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+                                preexec_fn=lambda: os.sched_setaffinity(0, {cores[core % len(cores)]}))
 
-    doomed, survivor = worker("a"), worker("b")
+    doomed, survivor = worker("a", 0), worker("b", 1)
     deadline = time.time() + 120
     victim = None
     while time.time() < deadline and victim is None:  # kill `doomed` while it trains a trial of its own

@@ -141,6 +141,7 @@ def test_hyperband_stops_unpromising_trials_early(tmp_path, capsys):
     assert len(report["pruned"]) + len(report["leaderboard"]) == 6
 
 
+@pytest.mark.all_cores  # a worker per core
 def test_two_workers_share_one_study(tmp_path, capsys):
     out = tmp_path / "two"
     # --work=2: any spelling argparse accepts (an abbreviation, with "="); the helper is started from the parsed

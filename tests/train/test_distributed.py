@@ -8,8 +8,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
+
+pytestmark = pytest.mark.all_cores  # 2 processes, a core each
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
 TRAIN = ["-m", "cnnlab", "train", "--data", "digits", "--image-size", "16", "--model", "resnet20",
@@ -73,23 +76,24 @@ def test_sync_bn_on_cpus_is_refused_in_one_line(tmp_path):
 
 def test_killed_distributed_run_resumes_to_the_uninterrupted_weights(tmp_path):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    run = subprocess.run(TORCHRUN + TRAIN + ["--out", str(whole)], env=_env(), capture_output=True, text=True,
+    train = TRAIN + ["--epochs", "2"]  # the last --epochs counts
+    run = subprocess.run(TORCHRUN + train + ["--out", str(whole)], env=_env(), capture_output=True, text=True,
                          timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("test accuracy") == 1  # --quiet prints the result alone, and rank 0 alone
     assert "Grad strides do not match" not in run.stderr  # grayscale digits: one input channel
-    proc = subprocess.Popen(TORCHRUN + TRAIN + ["--out", str(killed), "--checkpoint-every", "4"], env=_env(),
+    proc = subprocess.Popen(TORCHRUN + train + ["--out", str(killed), "--checkpoint-every", "4"], env=_env(),
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     latest = killed / "checkpoints" / "latest"
     deadline = time.time() + 240
-    while time.time() < deadline:  # kill mid-epoch 2 (20 steps an epoch), just after a checkpoint
+    while time.time() < deadline:  # kill mid-epoch 2 (20 steps an epoch, 40 in all), just after a checkpoint
         if latest.exists() and int(latest.read_text().strip().split("-")[1]) >= 24:
             os.killpg(proc.pid, signal.SIGKILL)
             break
         time.sleep(0.05)
     assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
     assert not (killed / "summary.json").exists()
-    run = subprocess.run(TORCHRUN + TRAIN + ["--out", str(killed), "--checkpoint-every", "4", "--resume"],
+    run = subprocess.run(TORCHRUN + train + ["--out", str(killed), "--checkpoint-every", "4", "--resume"],
                          env=_env(), capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     a, b = load_file(str(whole / "last.safetensors")), load_file(str(killed / "last.safetensors"))

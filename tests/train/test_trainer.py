@@ -53,7 +53,7 @@ def test_same_seed_gives_bit_identical_weights(tmp_path):
 
 
 def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
-    args = ["--model", "resnet20", "--model-kwargs", "width=0.5", "--image-size", "24", "--epochs", "4",
+    args = ["--model", "resnet20", "--model-kwargs", "width=0.5", "--image-size", "16", "--epochs", "3",
             "--batch-size", "64", "--checkpoint-every", "7", "-q", "--no-report"]  # reports: tests/report/
     cmd = [sys.executable, "-m", "cnnlab", "train", *args]
     subprocess.run(cmd + ["--out", str(tmp_path / "whole")], check=True, timeout=300)
