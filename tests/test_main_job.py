@@ -10,4 +10,4 @@ def test_readme_main_job_reaches_98_percent(tmp_path):
     s = json.loads((out / "summary.json").read_text())
     assert s["model"] == "resnet20" and s["dataset"] == "digits"
     assert s["test_accuracy"] >= 0.98, s
-    assert s["wall_seconds"] < 120, s  # here on one core (tests/conftest.py), the README says 2
+    assert s["wall_seconds"] < 120, s  # under pytest-xdist on one core (tests/conftest.py); the README means 2
