@@ -1,0 +1,42 @@
+"""airbench94's `pool_first` switch: the last groups max-pool before their first conv."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import cnnlab
+from cnnlab import CnnlabError
+from cnnlab.models.summary import summarize
+
+
+def test_pool_first_group_is_pool_then_conv():
+    torch.manual_seed(0)
+    model = cnnlab.create_model("airbench94", num_classes=10, pool_first=1).eval()
+    group, x = model.layer3, torch.randn(2, 256, 7, 7)
+    # the reference, written with torch's functional ops: pool, conv, norm, act, conv, norm, act
+    h = F.conv2d(F.max_pool2d(x, 2), group.conv1.weight, padding=1)
+    h = F.gelu(F.batch_norm(h, group.norm1.running_mean, group.norm1.running_var, group.norm1.weight,
+                            group.norm1.bias, eps=group.norm1.eps))
+    h = F.conv2d(h, group.conv2.weight, padding=1)
+    h = F.gelu(F.batch_norm(h, group.norm2.running_mean, group.norm2.running_var, group.norm2.weight,
+                            group.norm2.bias, eps=group.norm2.eps))
+    assert torch.allclose(group(x), h, atol=1e-5)
+    assert not model.layer2.pool_first and not model.layer1.pool_first
+
+
+@pytest.mark.parametrize("n,convs_at_3x3,work", [(0, 1, 1.0), (1, 2, 0.80), (2, 2, 0.58)])
+def test_pool_first_runs_convs_on_smaller_maps_for_less_work(n, convs_at_3x3, work):
+    model = cnnlab.create_model("airbench94", num_classes=10, pool_first=n)
+    base = summarize(cnnlab.create_model("airbench94", num_classes=10), (3, 32, 32))
+    s = summarize(model, (3, 32, 32))
+    sides = {row.name: row.output[-1] for row in s.layers if row.type == "Conv2d"}
+    assert sum(side == 3 for side in sides.values()) == convs_at_3x3
+    assert sides["layer2.conv1"] == (7 if n >= 2 else 15)
+    assert s.macs / base.macs == pytest.approx(work, abs=0.005)
+    assert model.eval()(torch.zeros(1, 3, model.min_input_size, model.min_input_size)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("value,message", [(4, "pool_first must be 0, 1, 2 or 3"), (-1, "must be 0, 1, 2 or 3"),
+                                           ("1", "pool_first='1' must be an int"), (1.0, "must be an int")])
+def test_bad_pool_first_is_one_clear_error(value, message):
+    with pytest.raises(CnnlabError, match=message):
+        cnnlab.create_model("airbench94", pool_first=value)
