@@ -25,7 +25,7 @@ def test_killed_worker_loses_only_its_running_trial_which_is_retried(tmp_path):
     def worker(name, core):
         return subprocess.Popen([sys.executable, "-m", "cnnlab", "search", "--space", "resnet-like", "--trials", "6",
                                  "--study", study, "--storage", URL, "--out", str(tmp_path / name), "--data", "digits",
-                                 "--epochs", "2", "--image-size", "16", "--strategy", "random"],
+                                 "--epochs", "1", "--image-size", "16", "--strategy", "random"],
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
                                 preexec_fn=lambda: os.sched_setaffinity(0, {cores[core % len(cores)]}))
 
