@@ -125,6 +125,14 @@ def test_freeze_counts_conv_and_linear_layers_with_their_norms_and_the_head_keep
     assert TrainConfig(freeze="3").validate().freeze == 3
 
 
+def test_freeze_without_init_from_trains_the_rest_from_scratch(tmp_path, capsys):
+    argv = ["train", "--model", "resnet20", "--model-kwargs", "width=0.25", "--epochs", "1", "--freeze", "3",
+            "--image-size", "16", "--out", str(tmp_path / "run"), "--quiet", "--no-report"]
+    assert main(argv) == 0, capsys.readouterr().err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["init"]["frozen"] == 9 and summary["init"]["from"] is None
+
+
 def test_pretrained_on_digits_0_to_4_then_fine_tuned_beats_scratch_on_5_to_9(tmp_path):
     """Transfer to new classes with 5 images each: resnet20 pretrained on the digits 0-4, its head replaced
     (other classes), fine-tuned on 5-9 for 3 epochs, against the same model and budget from random weights.

@@ -106,7 +106,7 @@ def init_from(model: nn.Module, source: str, classes: list[str] | None = None) -
 
 def pretrained_parameters(model: nn.Module, init: dict | None) -> set[int]:
     """ids of the parameters that `init` (init_from's report) loaded: every one but those replaced or left."""
-    if not init:
+    if not init or not init.get("from"):  # --freeze alone: nothing was loaded
         return set()
     fresh = set(init["replaced"]) | set(init["left_random"])
     return {id(p) for name, p in model.named_parameters() if name not in fresh}
