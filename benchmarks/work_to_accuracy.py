@@ -27,7 +27,8 @@ from cnnlab.models import create_model
 from cnnlab.models.summary import summarize
 from cnnlab.runtime.device import cpu_name
 from cnnlab.train import TrainConfig, train
-from cnnlab.train.progressive import parse_plan, training_flops
+from cnnlab.train.finetune import layers_up_to
+from cnnlab.train.progressive import epoch_flops, parse_freezing, parse_plan, training_flops
 from cnnlab.train.pruning import epoch_lengths
 from cnnlab.train.recipes import RECIPES, VARIANTS
 
@@ -37,11 +38,13 @@ TRAIN_IMAGES = 40_000  # 4,000 per class
 
 def counted_flops(settings: dict) -> float:
     """The training FLOPs a recipe's settings spend on the 40,000 training images, without training."""
-    model = create_model(settings["model"], num_classes=10, in_channels=3)
-    plan = parse_plan(settings.get("progressive", ""), settings["epochs"])
-    macs = {s: summarize(model, (3, s, s)).macs for s in {32, *(s for s, _ in plan)}}
-    lengths = epoch_lengths(TRAIN_IMAGES, settings["batch_size"], settings["epochs"], settings.get("prune", 0.0))
-    return training_flops(plan, 32, lengths, sum(lengths), settings["batch_size"], macs.__getitem__)
+    model, epochs = create_model(settings["model"], num_classes=10, in_channels=3), settings["epochs"]
+    plan = parse_plan(settings.get("progressive", ""), epochs)
+    rows_at = {s: summarize(model, (3, s, s)).layers for s in {32, *(s for s, _ in plan)}}
+    freezing = parse_freezing(settings.get("freeze_from", ""), epochs)
+    per_image = epoch_flops(rows_at, layers_up_to(model), plan, 32, freezing, epochs)
+    lengths = epoch_lengths(TRAIN_IMAGES, settings["batch_size"], epochs, settings.get("prune", 0.0))
+    return training_flops(lengths, sum(lengths), settings["batch_size"], per_image)
 
 
 def matmul_flops_per_second(dtype=torch.float32, n: int = 2048, repeats: int = 10) -> float:

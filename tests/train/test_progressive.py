@@ -23,7 +23,7 @@ def test_shares_of_the_run_end_where_their_running_total_does_rounded_down():
 def test_flops_count_each_epoch_at_its_size():
     macs = {16: 10, 24: 20, 32: 40}
     # 3 epochs of 4 steps of 8 images, the last one cut after 2 steps: 6 FLOPs per MAC per image
-    flops = training_flops([(16, 1), (24, 1)], 32, [4, 4, 4], 10, 8, macs.__getitem__)
+    flops = training_flops([4, 4, 4], 10, 8, [6 * macs[16], 6 * macs[24], 6 * macs[32]])
     assert flops == 6 * 8 * (4 * 10 + 4 * 20 + 2 * 40)
 
 

@@ -92,6 +92,7 @@ class GradientMonitor:
                 if isinstance(m, WEIGHTED):
                     self.weighted.append(name)
         self.params = [p for _, ps in self.layers for p in ps]
+        self.excluded: set[str] = set()  # layers frozen while training: no gradient, no update, by design
         # where the monitored parameters sit among all trainable ones (the order of the trainer's norms)
         trainable = {id(p): i for i, p in enumerate(p for p in model.parameters() if p.requires_grad)}
         self.index = torch.tensor([trainable[id(p)] for p in self.params], dtype=torch.long)
@@ -117,6 +118,11 @@ class GradientMonitor:
         self._hooks = [m.register_forward_hook(self._activation_hook(name or type(m).__name__,
                                                                      isinstance(m, RELU_FAMILY)))
                        for name, m in model.named_modules() if isinstance(m, ACTIVATIONS)]
+
+    def exclude(self, layers: set[str]) -> None:
+        """Layers frozen while training (--freeze-from): their gradients are absent by design, not vanishing."""
+        self.excluded |= layers
+        self.weighted = [name for name in self.weighted if name not in layers]
 
     def close(self) -> None:
         """Remove the monitor's hooks from the model."""
@@ -225,7 +231,8 @@ class GradientMonitor:
         w = new_sq.sqrt()
         s = self._sample
         s["weight_norm"] = dict(zip(self.names, w.tolist()))
-        s["update_ratio"] = dict(zip(self.names, (delta_sq.sqrt() / w.clamp(min=1e-30)).tolist()))
+        s["update_ratio"] = {k: v for k, v in zip(self.names, (delta_sq.sqrt() / w.clamp(min=1e-30)).tolist())
+                             if k not in self.excluded}  # a frozen layer does not move by design
         if self.low_precision_weights:
             s["unchanged_fraction"] = dict(zip(self.names, (unchanged / pushed.clamp(min=1)).tolist()))
             s["weight_dtype"] = {n: str(ps[0].dtype).replace("torch.", "") for n, ps in self.layers}

@@ -66,6 +66,8 @@ class TrainConfig:
                                           "head is replaced when the class count differs")
     freeze: int | str = setting(0, "N: freeze the first N conv/linear layers (with their norms); backbone: every "
                                    "layer but the classifier head (0: none)")
+    freeze_from: str = setting("", "progressive freezing: EPOCH:N,... from that epoch (1-based) on, the first N "
+                                   "conv/linear layers stop training, and the backward pass skips them (e.g. 7:3,9:5)")
     pretrained_lr_scale: float = setting(1.0, "lr multiplier for the weights --init-from loaded (the new head "
                                               "keeps the full lr)")
     # how long
@@ -167,9 +169,12 @@ class TrainConfig:
         from ..data import check_holdout  # here, not at the top: `cnnlab --help` reads the help without torch
         from ..data.augment import parse_policy
 
-        from .progressive import parse_plan
+        from .progressive import parse_freezing, parse_plan
 
         check_holdout(self.holdout)
+        if parse_freezing(self.freeze_from, self.epochs) and self.freeze == "backbone":
+            raise CnnlabError("--freeze-from freezes the first layers as epochs go by; --freeze backbone has frozen "
+                              "all but the head already: give one of them")
         parse_policy(self.augment)
         if sum(e for _, e in parse_plan(self.progressive, self.epochs)) >= self.epochs:
             raise CnnlabError(f"--progressive {self.progressive} covers all {self.epochs} epochs; leave at least the "

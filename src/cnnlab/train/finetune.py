@@ -29,6 +29,16 @@ def layer_names(model: nn.Module) -> list[str]:
     return [name for name, m in model.named_modules() if isinstance(m, LAYERS)]
 
 
+def layers_up_to(model: nn.Module) -> dict[str, int]:
+    """Each module's name -> the number of conv/linear layers declared up to it (itself included): `--freeze N`
+    takes the modules where it is at most N, a layer's norm with it."""
+    owner, count = {}, 0
+    for name, m in model.named_modules():
+        count += isinstance(m, LAYERS)
+        owner[name] = count
+    return owner
+
+
 def head_keys(model: nn.Module) -> set[str]:
     """The state-dict keys of the classifier head: the last conv or linear layer and every module declared
     after it (a norm over the class logits), whose shapes follow the number of classes."""
@@ -141,10 +151,7 @@ def freeze(model: nn.Module, what: int | str) -> list[str]:
         if what >= len(names):
             raise CnnlabError(f"--freeze {what}: the model has {plural(len(names), 'layer')}; freezing them all "
                               f"leaves nothing to train")
-        owner, count = {}, 0  # each module -> the number of conv/linear layers declared up to it
-        for name, m in model.named_modules():
-            count += isinstance(m, LAYERS)
-            owner[name] = count
+        owner = layers_up_to(model)
         frozen = [n for n, _ in model.named_parameters() if owner[n.rpartition(".")[0]] <= what]
     params = dict(model.named_parameters())
     for n in frozen:

@@ -18,8 +18,9 @@ from ..runtime.device import autocast
 from ..runtime.evaluate import metrics_from_logits, predict_logits
 from ..runtime.tensors import normalize
 from .config import TrainConfig
+from .finetune import freeze
 from .optim import lr_at, set_lr
-from .progressive import crop, resize, size_at, training_flops
+from .progressive import crop, frozen_at, resize, size_at, training_flops
 from .pruning import epoch_order
 from .setup import Run, Split, setup
 from .sinks import Callbacks, MetricsLog, ProgressBar
@@ -135,6 +136,7 @@ def _train(run: Run, resume: bool, wall_start: float) -> dict:
             order, weight = epoch_order(images, epoch, cfg.epochs, cfg.seed, cfg.prune, st.sample_loss)
             st.order_epoch, st.order = epoch, order.to(run.device)
             st.weight = weight.to(run.device) if weight is not None else None
+            freeze_layers(run, frozen_at(run.freezing, epoch))
         batch_idx = st.order[s * run.batch:(s + 1) * run.batch]
         idx = batch_idx[run.ranks.rank::run.ranks.world]
         x, partner, own = run.augment.mix(run.augment(run.train.x[idx], idx, epoch, s), epoch, s)
@@ -232,8 +234,7 @@ def _train(run: Run, resume: bool, wall_start: float) -> dict:
         "classes": ds.num_classes, "train_images": len(run.train.x),
         "val_images": len(run.val.x) if run.val is not None else 0, "test_images": len(run.test.x),
         "params": run.stats.params, "macs": run.stats.macs, "epochs": epochs.completed(st.step), "steps": st.step,
-        "train_flops": training_flops(run.plan, run.size, epochs.lengths, st.step, run.batch,
-                                      run.macs_at.__getitem__),
+        "train_flops": training_flops(epochs.lengths, st.step, run.batch, run.flops_per_image),
         "seed": cfg.seed, "device": str(run.device), "precision": run.precision, "processes": run.ranks.world,
         "threads": run.threads, "train_seconds": round(st.train_seconds, 3),
         "wall_seconds": round(time.perf_counter() - wall_start, 3),
@@ -249,6 +250,15 @@ def _train(run: Run, resume: bool, wall_start: float) -> dict:
         if run.cfg.report:
             write_run_report(run, summary)
     return summary
+
+
+def freeze_layers(run: Run, count: int) -> None:
+    """--freeze-from: the first `count` layers stop training (a no-op once they have); the gradient monitor
+    stops expecting gradients from them."""
+    if count:
+        names = freeze(run.model, count)
+        if run.monitor is not None:
+            run.monitor.exclude({n.rpartition(".")[0] for n in names})
 
 
 def write_run_report(run: Run, summary: dict) -> None:

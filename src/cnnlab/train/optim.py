@@ -16,18 +16,26 @@ def param_groups(model: nn.Module, cfg: TrainConfig, pretrained: set[int] = froz
     factor, so the decay per step (lr x coefficient) stays that of the other weights (airbench's choice).
     Parameters whose ids are in `pretrained` (loaded by --init-from) have their rate scaled by
     `pretrained_lr_scale` on top. With the muon optimiser, conv filters form groups of their own (`muon`:
-    orthogonalised steps at `muon_lr`, no decay: their norm is fixed)."""
+    orthogonalised steps at `muon_lr`, no decay: their norm is fixed). With `freeze_from`, the layers that
+    freeze at epoch E form groups whose schedule ends at E - 1 (`epochs`): their rate reaches zero as they
+    freeze, as in FreezeOut, instead of stopping them mid-stride."""
+    from .finetune import layers_up_to
+    from .progressive import parse_freezing
+
     norm_ids = {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase)
                 for p in m.parameters(recurse=False)}
+    freezing, owner = parse_freezing(cfg.freeze_from, cfg.epochs), layers_up_to(model)
     groups: dict[str, dict] = {}
-    for p in model.parameters():
+    for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
+        layer = owner[name.rpartition(".")[0]]
+        epochs = min((e - 1 for e, n in freezing if layer <= n), default=cfg.epochs)
         decays = cfg.decay_bn_and_bias or p.ndim > 1
         scale = cfg.norm_lr_scale if id(p) in norm_ids and cfg.norm_lr_scale != 1 else 1.0
         loaded = cfg.pretrained_lr_scale if id(p) in pretrained else 1.0
         muon = cfg.optimizer == "muon" and p.ndim == 4
-        key = f"{decays}-{scale}-{loaded}-{muon}"
+        key = f"{decays}-{scale}-{loaded}-{muon}-{epochs}"
         if key not in groups:
             lr = (cfg.muon_lr if muon else cfg.lr * scale) * loaded
             groups[key] = {"params": [], "lr": lr, "initial_lr": lr,
@@ -35,8 +43,11 @@ def param_groups(model: nn.Module, cfg: TrainConfig, pretrained: set[int] = froz
             if cfg.optimizer == "muon":
                 momentum = cfg.muon_momentum if muon else cfg.momentum
                 groups[key].update(muon=muon, momentum=momentum, nesterov=cfg.nesterov and momentum > 0)
+            if epochs < cfg.epochs:
+                groups[key]["epochs"] = epochs
         groups[key]["params"].append(p)
-    return list(groups.values())
+    # the groups that train to the end first: the first group's rate is the one the metrics log records
+    return sorted(groups.values(), key=lambda g: -g.get("epochs", cfg.epochs))
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, pretrained: set[int] = frozenset()) -> torch.optim.Optimizer:
@@ -50,9 +61,10 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, pretrained: set[int] = f
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
 
 
-def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
-    """Multiplier of the base learning rate at optimiser step `step` (0-based)."""
-    total = cfg.epochs * steps_per_epoch
+def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int, epochs: int | None = None) -> float:
+    """Multiplier of the base learning rate at optimiser step `step` (0-based), for a schedule over `epochs`
+    (default: the run's; a layer that freezes earlier has a shorter one, and stays at its end after it)."""
+    total = (cfg.epochs if epochs is None else epochs) * steps_per_epoch
     warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total - 1)
     if cfg.schedule == "constant":
         return 1.0
@@ -61,7 +73,7 @@ def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
     if step < warmup:
         start = cfg.warmup_from if cfg.schedule == "onecycle" else 0.0
         return start + (1 - start) * (step + 1) / (warmup + 1)
-    progress = (step - warmup) / max(1, total - warmup)
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
     if cfg.schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * progress))
     return max(0.0, 1.0 - (1 - cfg.decay_to) * progress)  # onecycle: linear decay after the warm-up
@@ -72,9 +84,9 @@ def set_lr(optimizer: torch.optim.Optimizer, cfg: TrainConfig, step: int, steps_
     """Set every group's learning rate for optimiser step `step` (0-based), as nanoGPT's get_lr: its own
     peak times the schedule's factor, halved once for each recovery from a non-finite step. Returns the
     first group's rate."""
-    factor = lr_factor(cfg, step, steps_per_epoch) * 0.5 ** halvings
     for group in optimizer.param_groups:
-        group["lr"] = group["initial_lr"] * factor
+        factor = lr_factor(cfg, step, steps_per_epoch, group.get("epochs"))
+        group["lr"] = group["initial_lr"] * factor * 0.5 ** halvings
     return optimizer.param_groups[0]["lr"]
 
 
@@ -82,4 +94,5 @@ def lr_at(optimizer: torch.optim.Optimizer, cfg: TrainConfig, step: int, steps_p
           halvings: int = 0) -> float:
     """The first group's learning rate for step `step`, without setting it: after N steps, what the
     metrics log records as the rate at that point."""
-    return optimizer.param_groups[0]["initial_lr"] * lr_factor(cfg, step, steps_per_epoch) * 0.5 ** halvings
+    first = optimizer.param_groups[0]
+    return first["initial_lr"] * lr_factor(cfg, step, steps_per_epoch, first.get("epochs")) * 0.5 ** halvings

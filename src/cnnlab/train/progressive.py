@@ -1,15 +1,15 @@
-"""Progressive resizing: the first epochs train on downscaled images, where a conv net's work falls with the
-square of the side (24x24 costs 0.56 of 32x32), and the last epochs at full size, so the batch-norm statistics
-and the weights end where they are evaluated. Also the count of training FLOPs a run spent."""
+"""Progressive training. Resizing: the first epochs train on downscaled images, where a conv net's work falls
+with the square of the side (24x24 costs 0.56 of 32x32), and the last epochs at full size, so the batch-norm
+statistics and the weights end where they are evaluated. Freezing (after FreezeOut, Brock et al. 2017): from
+a given epoch on, the first layers stop training, and the backward pass stops short of them; with a learning
+rate that decays to zero, the late epochs would move them little anyway. Also the count of training FLOPs a
+run spent."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import CnnlabError
-
-FLOPS_PER_MAC_STEP = 6  # 2 FLOPs per multiply-add, forward plus a backward pass of about twice its work
-
 
 def parse_plan(text: str, epochs: int) -> list[tuple[int, int]]:
     """'16:2,24:3' -> [(16, 2), (24, 3)]: 2 epochs at 16x16, then 3 at 24x24. A share of the run's `epochs`
@@ -74,13 +74,54 @@ def crop(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
     return x[torch.arange(n, device=x.device)[:, None, None], :, rows, cols].permute(0, 3, 1, 2).contiguous()
 
 
-def training_flops(plan: list[tuple[int, int]], full: int, lengths: list[int], steps: int, batch: int,
-                   macs_at) -> float:
-    """FLOPs of the first `steps` optimiser steps of epochs `lengths` steps long: per image, 6 x the model's
-    multiply-adds at the size it trained at."""
+def parse_freezing(text: str, epochs: int) -> list[tuple[int, int]]:
+    """'7:3,9:5' -> [(7, 3), (9, 5)]: from epoch 7 (1-based) on, the first 3 conv/linear layers are frozen,
+    from epoch 9 on the first 5. Epochs rise, and so do the layer counts: a frozen layer stays frozen."""
+    schedule: list[tuple[int, int]] = []
+    for item in filter(None, (t.strip() for t in (text or "").split(","))):
+        epoch, sep, layers = (t.strip() for t in item.partition(":"))
+        if not (sep and epoch.isdigit() and layers.isdigit()):
+            raise CnnlabError(f"--freeze-from: expected EPOCH:LAYERS items such as 7:3,9:5, got '{item}'")
+        e, n = int(epoch), int(layers)
+        if not 1 <= e <= epochs or n < 1:
+            raise CnnlabError(f"--freeze-from: '{item}' needs an epoch in 1..{epochs} and at least 1 layer")
+        if schedule and not (e > schedule[-1][0] and n > schedule[-1][1]):
+            raise CnnlabError(f"--freeze-from: '{item}' must come at a later epoch and freeze more layers than "
+                              f"the item before it (a frozen layer stays frozen)")
+        schedule.append((e, n))
+    return schedule
+
+
+def frozen_at(schedule: list[tuple[int, int]], epoch: int) -> int:
+    """The number of first layers frozen in 0-based `epoch`."""
+    return max((n for e, n in schedule if epoch + 1 >= e), default=0)
+
+
+def image_step_flops(macs: float, frozen_macs: float = 0.0) -> float:
+    """One image's training FLOPs: 2 per multiply-add forward, and backward twice the forward's work (the
+    gradients of the weights and of the inputs) in every layer but the frozen first ones, which have neither."""
+    return 2 * macs + 4 * (macs - frozen_macs)
+
+
+def epoch_flops(rows_at: dict, owner: dict[str, int], plan: list[tuple[int, int]], full: int,
+                freezing: list[tuple[int, int]], epochs: int) -> list[float]:
+    """Each epoch's training FLOPs per image: the multiply-adds of the model's summary rows at the epoch's size
+    (`rows_at`: size -> ModelSummary.layers), less the backward work of the layers frozen then (`owner`:
+    finetune.layers_up_to). Rows the summary cannot tie to a module count as trained."""
+    flops = []
+    for epoch in range(epochs):
+        rows, frozen = rows_at[size_at(plan, epoch, full)], frozen_at(freezing, epoch)
+        frozen_macs = sum(r.macs for r in rows if frozen and owner.get(r.name, frozen + 1) <= frozen)
+        flops.append(image_step_flops(sum(r.macs for r in rows), frozen_macs))
+    return flops
+
+
+def training_flops(lengths: list[int], steps: int, batch: int, flops_per_image: list[float]) -> float:
+    """FLOPs of the first `steps` optimiser steps of epochs `lengths` steps long, each image of epoch e costing
+    `flops_per_image[e]` (`epoch_flops`)."""
     total = 0.0
-    for epoch, length in enumerate(lengths):
+    for length, flops in zip(lengths, flops_per_image):
         n = min(length, steps)
-        total += n * batch * FLOPS_PER_MAC_STEP * macs_at(size_at(plan, epoch, full))
+        total += n * batch * flops
         steps -= n
     return total

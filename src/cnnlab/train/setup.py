@@ -29,10 +29,10 @@ from ..runtime.device import (cpu_has_native_bf16, cpu_name, keep_freed_memory, 
 from ..runtime.memory import create_model_within_memory, ensure_fits
 from ..runtime.tensors import channel_stats, normalize, to_device
 from .config import TrainConfig
-from .finetune import describe_init, freeze, init_from, pretrained_parameters
+from .finetune import describe_init, freeze, init_from, layer_names, layers_up_to, pretrained_parameters
 from .lookahead import Lookahead
 from .optim import build_optimizer
-from .progressive import check_sizes, parse_plan
+from .progressive import check_sizes, epoch_flops, parse_freezing, parse_plan
 from .pruning import Epochs, dropped_count, epoch_lengths
 from .recipes import pick_variant
 from .run_folder import RunFolder
@@ -81,7 +81,8 @@ class Run:
     environment: dict = field(default_factory=dict)
     init: dict | None = None  # what --init-from loaded and --freeze froze (finetune.py)
     plan: list = field(default_factory=list)  # progressive resizing: [(size, epochs), ...] before full size
-    macs_at: dict = field(default_factory=dict)  # side length -> the model's multiply-adds per image
+    freezing: list = field(default_factory=list)  # progressive freezing: [(1-based epoch, first layers), ...]
+    flops_per_image: list = field(default_factory=list)  # each epoch's training FLOPs per image
 
     def close(self) -> None:
         """However training ends: close the sinks and the monitor, release the folder and the process group."""
@@ -162,7 +163,13 @@ def _setup(cfg: TrainConfig, resume: bool, callbacks: Callbacks, ranks: distribu
     stats = summarize(model, (ds.channels, size, size), cfg.model)
     plan = parse_plan(cfg.progressive, cfg.epochs)
     check_sizes(plan, size, minimum)
-    macs_at = {size: stats.macs, **{s: summarize(model, (ds.channels, s, s), cfg.model).macs for s, _ in plan}}
+    freezing = parse_freezing(cfg.freeze_from, cfg.epochs)
+    check_freezing(freezing, model, ranks.distributed)
+    # the FLOPs counted leave out the backward work of what --freeze keeps frozen from the start, too
+    static = len(layer_names(model)) - 1 if cfg.freeze == "backbone" else cfg.freeze
+    rows_at = {size: stats.layers, **{s: summarize(model, (ds.channels, s, s), cfg.model).layers for s, _ in plan}}
+    flops_per_image = epoch_flops(rows_at, layers_up_to(model), plan, size,
+                                  [(1, static)] * bool(static) + freezing, cfg.epochs)
     if cfg.val_fraction > 0:
         fit_idx, val_idx = stratified_split(ds.train_y, cfg.val_fraction, cfg.seed)
         if len(val_idx) == 0:  # no image to choose the best epoch on: it would never be chosen
@@ -223,7 +230,20 @@ def _setup(cfg: TrainConfig, resume: bool, callbacks: Callbacks, ranks: distribu
                                              monitor),
                recovery=Recovery(cfg.on_nonfinite), sinks=Sinks(sinks), batch=batch,
                epochs=epochs,
-               environment=environment, init=init, plan=plan, macs_at=macs_at)
+               environment=environment, init=init, plan=plan, freezing=freezing,
+               flops_per_image=flops_per_image)
+
+
+def check_freezing(freezing: list[tuple[int, int]], model: nn.Module, distributed_run: bool) -> None:
+    """--freeze-from against the model and the processes."""
+    if not freezing:
+        return
+    layers = len(layer_names(model))
+    if freezing[-1][1] >= layers:
+        raise CnnlabError(f"--freeze-from: {freezing[-1][1]} layers would freeze all of the model's {layers}; "
+                          f"leave at least the last one to train")
+    if distributed_run:  # DDP's reducer expects a gradient for every parameter it was built with
+        raise CnnlabError("--freeze-from trains in one process; under torchrun, leave it out")
 
 
 def fine_tuning(model: nn.Module, cfg: TrainConfig, folder: RunFolder, resume: bool, main: bool,
