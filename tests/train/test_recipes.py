@@ -1,5 +1,6 @@
 """A recipe's variants: the recipe's default unless --variant names one, recorded in config.yaml, and said
 on stderr when the run starts."""
+import pytest
 import yaml
 
 from cnnlab.cli import build_parser, main, train_config
@@ -39,8 +40,31 @@ def test_a_resumed_run_keeps_its_variant_whatever_this_machine_would_pick(tmp_pa
 
 
 def test_bad_variants_are_one_line_and_exit_2(tmp_path, capsys):
-    for argv, culprit in ([["--recipe", "cifar10-fast", "--variant", "adam"], "has the variants sgd, muon"],
+    for argv, culprit in ([["--recipe", "cifar10-fast", "--variant", "adam"], "has the variants sgd, muon, half"],
                           [["--variant", "muon"], "give --recipe too"]):
         assert main(["train", *argv, "--data", "digits", "--out", str(tmp_path / "run")]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "--variant" in err and culprit in err, err
+
+
+def test_the_half_variant_counts_at_most_half_the_sgd_recipe_s_flops_and_fits_short_runs():
+    from cnnlab.models import create_model
+    from cnnlab.models.summary import summarize
+    from cnnlab.train.finetune import layers_up_to
+    from cnnlab.train.progressive import epoch_flops, parse_plan, training_flops
+    from cnnlab.train.pruning import epoch_lengths
+
+    model = create_model("airbench94", num_classes=10, in_channels=3)
+
+    def flops(variant: str) -> float:  # on CIFAR-10's 40,000 training images, as benchmarks/work_to_accuracy.py
+        settings = {**RECIPES["cifar10-fast"], **VARIANTS[variant]}
+        plan = parse_plan(settings.get("progressive", ""), settings["epochs"])
+        rows_at = {s: summarize(model, (3, s, s)).layers for s in {32, *(s for s, _ in plan)}}
+        per_image = epoch_flops(rows_at, layers_up_to(model), plan, 32, [], settings["epochs"])
+        lengths = epoch_lengths(40_000, settings["batch_size"], settings["epochs"])
+        return training_flops(lengths, sum(lengths), settings["batch_size"], per_image)
+
+    assert 0.49 < flops("half") / flops("sgd") <= 0.5
+    assert flops("muon") / flops("sgd") == pytest.approx(8 / 11)
+    short = cli_config(["--recipe", "cifar10-fast", "--variant", "half", "--epochs", "3", "--data", "digits"])
+    assert parse_plan(short.progressive, short.epochs) == [(12, 1)]  # the plan's shares fit a 3-epoch run
