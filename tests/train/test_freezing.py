@@ -56,8 +56,7 @@ def test_frozen_layers_stop_changing_get_no_gradients_and_the_rest_trains(tmp_pa
     assert not torch.equal(snapshots[spe]["layer2.conv1.weight"], snapshots[s["steps"]]["layer2.conv1.weight"])
     assert not torch.equal(snapshots[spe - 1]["layer1.conv1.weight"], snapshots[spe]["layer1.conv1.weight"])
     assert not s["diagnoses"], s["diagnoses"]  # absent gradients of frozen layers are not vanishing ones
-    plain = train(small_run(tmp_path, "plain"))
-    assert s["train_flops"] < plain["train_flops"] and s["steps"] == plain["steps"]
+    assert s["train_flops"] < 6 * s["macs"] * s["steps"] * 128  # what the same steps cost with nothing frozen
 
 
 class Crash(Exception):
@@ -143,7 +142,6 @@ def test_a_layer_s_rate_reaches_zero_as_it_freezes_while_the_rest_keeps_the_run_
 def test_freezing_from_the_first_epoch_is_freeze_n_in_weights_and_in_flops(tmp_path):
     static = train(small_run(tmp_path, "static", epochs=2, freeze=3))
     scheduled = train(small_run(tmp_path, "scheduled", epochs=2, freeze_from="1:3"))
-    plain = train(small_run(tmp_path, "plain", epochs=2))
-    assert static["train_flops"] == scheduled["train_flops"] < plain["train_flops"]
+    assert static["train_flops"] == scheduled["train_flops"] < 6 * static["macs"] * static["steps"] * 128
     a, b = (load_file(str(tmp_path / run / "last.safetensors")) for run in ("static", "scheduled"))
     assert all(torch.equal(a[k], b[k]) for k in a)
