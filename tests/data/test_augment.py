@@ -138,7 +138,7 @@ def test_randaugment_and_trivialaugment_draw_an_operation_per_image():
     from cnnlab.data.transforms import auto_augment
 
     assert parse_policy("randaugment").auto == "rand" and parse_policy("randaugment=3:14").auto_ops == 3
-    for bad in ("randaugment=2", "randaugment=2:40", "trivialaugment=1", "randaugment,trivialaugment"):
+    for bad in ("randaugment=2", "randaugment=2:40", "randaugment=²:3", "trivialaugment=1", "randaugment,trivialaugment"):
         with pytest.raises(CnnlabError):
             parse_policy(bad)
     x = _batch(n=390, size=16).float()

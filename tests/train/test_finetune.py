@@ -123,6 +123,8 @@ def test_freeze_counts_conv_and_linear_layers_with_their_norms_and_the_head_keep
     with pytest.raises(CnnlabError, match="--freeze must be a number of layers or backbone, got 'head'"):
         TrainConfig(freeze="head").validate()
     assert TrainConfig(freeze="3").validate().freeze == 3
+    with pytest.raises(CnnlabError, match="--freeze must be a number of layers or backbone, got '²'"):
+        TrainConfig(freeze="²").validate()  # a digit to str.isdigit, not a number to int()
 
 
 def test_freeze_without_init_from_trains_the_rest_from_scratch(tmp_path, capsys):

@@ -80,7 +80,7 @@ def test_a_run_resumed_where_the_freeze_begins_ends_with_the_same_weights(tmp_pa
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("value, culprit", [("3", "EPOCH:LAYERS"), ("x:2", "EPOCH:LAYERS"), ("2:-1", "EPOCH:LAYERS"),
+@pytest.mark.parametrize("value, culprit", [("3", "EPOCH:LAYERS"), ("x:2", "EPOCH:LAYERS"), ("2:-1", "EPOCH:LAYERS"), ("²:3", "EPOCH:LAYERS"),
                                             ("0:2", "1..3"), ("4:2", "1..3"), ("2:0", "at least 1 layer"),
                                             ("2:3,2:4", "later epoch"), ("2:3,3:3", "more layers"),
                                             ("2:8", "all of the model's 8")])

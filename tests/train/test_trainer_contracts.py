@@ -218,3 +218,13 @@ def test_a_kill_while_a_second_checkpoint_of_the_same_step_is_written_keeps_the_
     checkpoint.save_checkpoint(tmp_path, 5, model, {"step": 5, "epoch": 1})  # the next write cleans up
     assert checkpoint.load_checkpoint(tmp_path, model)["epoch"] == 1
     assert len(list((tmp_path / "checkpoints").glob("step-*"))) == 1
+
+
+def test_a_stray_checkpoint_folder_with_a_non_ascii_digit_is_left_out_of_the_serial(tmp_path):
+    import torch
+
+    from cnnlab.train.checkpoint import save_checkpoint
+
+    (tmp_path / "checkpoints" / "step-000000001-²").mkdir(parents=True)  # '²'.isdigit(), yet int('²') fails
+    folder = save_checkpoint(tmp_path, 2, torch.nn.Linear(2, 2), {"step": 2})
+    assert folder.name == "step-000000002-1"

@@ -79,7 +79,7 @@ def _rotate(name: str, value: str) -> dict:
 
 def _randaugment(name: str, value: str) -> dict:
     n_ops, _, mag = (value or "2:9").partition(":")
-    if not (n_ops.isdigit() and mag.isdigit() and int(mag) <= 30):
+    if not (n_ops.isdecimal() and mag.isdecimal() and int(mag) <= 30):
         raise CnnlabError(f"--augment: '{name}={value}': use randaugment=N:M (M from 0 to 30) or a bare "
                           f"randaugment")
     return {"auto": "rand", "auto_ops": int(n_ops), "auto_magnitude": int(mag)}

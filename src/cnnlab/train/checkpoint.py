@@ -65,7 +65,7 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, state: dic
 
 def _serial(name: str) -> int:
     tail = name.rsplit("-", 1)[-1]
-    return int(tail) if name.count("-") >= 2 and tail.isdigit() else 0
+    return int(tail) if name.count("-") >= 2 and tail.isdecimal() else 0
 
 
 def _current(root: Path) -> str | None:

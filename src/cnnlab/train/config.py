@@ -146,7 +146,7 @@ class TrainConfig:
                     "muon_momentum"):
             if getattr(self, key) < 0:
                 raise CnnlabError(f"{flag(key)} must not be negative, got {getattr(self, key)}")
-        if isinstance(self.freeze, str) and self.freeze.strip().isdigit():
+        if isinstance(self.freeze, str) and self.freeze.strip().isdecimal():
             self.freeze = int(self.freeze)
         if self.freeze != "backbone" and not (isinstance(self.freeze, int) and self.freeze >= 0):
             raise CnnlabError(f"--freeze must be a number of layers or backbone, got {self.freeze!r}")

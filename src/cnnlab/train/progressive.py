@@ -20,7 +20,7 @@ def parse_plan(text: str, epochs: int) -> list[tuple[int, int]]:
         size, sep, length = (t.strip() for t in item.partition(":"))
         percent = length.endswith("%")
         number = length[:-1] if percent else length
-        if not (sep and size.isdigit() and number.replace(".", "", 1).isdigit() and (percent or number.isdigit())):
+        if not (sep and size.isdecimal() and number.replace(".", "", 1).isdecimal() and (percent or number.isdecimal())):
             raise CnnlabError(f"--progressive: expected SIZE:EPOCHS or SIZE:PERCENT% items such as 16:2,24:3 or "
                               f"16:20%,24:40%, got '{item}'")
         if int(size) < 1 or float(number) <= 0:
@@ -80,7 +80,7 @@ def parse_freezing(text: str, epochs: int) -> list[tuple[int, int]]:
     schedule: list[tuple[int, int]] = []
     for item in filter(None, (t.strip() for t in (text or "").split(","))):
         epoch, sep, layers = (t.strip() for t in item.partition(":"))
-        if not (sep and epoch.isdigit() and layers.isdigit()):
+        if not (sep and epoch.isdecimal() and layers.isdecimal()):
             raise CnnlabError(f"--freeze-from: expected EPOCH:LAYERS items such as 7:3,9:5, got '{item}'")
         e, n = int(epoch), int(layers)
         if not 1 <= e <= epochs or n < 1:
