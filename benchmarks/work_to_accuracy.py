@@ -23,28 +23,12 @@ from pathlib import Path
 import torch
 
 from cnnlab.data import load_dataset
-from cnnlab.models import create_model
-from cnnlab.models.summary import summarize
 from cnnlab.runtime.device import cpu_name
 from cnnlab.train import TrainConfig, train
-from cnnlab.train.finetune import layers_up_to
-from cnnlab.train.progressive import epoch_flops, parse_freezing, parse_plan, training_flops
-from cnnlab.train.pruning import epoch_lengths
-from cnnlab.train.recipes import RECIPES, VARIANTS
+from cnnlab.train.recipes import RECIPES, VARIANTS, settings_flops
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-train-jpeg.tar.gz"
 TRAIN_IMAGES = 40_000  # 4,000 per class
-
-
-def counted_flops(settings: dict) -> float:
-    """The training FLOPs a recipe's settings spend on the 40,000 training images, without training."""
-    model, epochs = create_model(settings["model"], num_classes=10, in_channels=3), settings["epochs"]
-    plan = parse_plan(settings.get("progressive", ""), epochs)
-    rows_at = {s: summarize(model, (3, s, s)).layers for s in {32, *(s for s, _ in plan)}}
-    freezing = parse_freezing(settings.get("freeze_from", ""), epochs)
-    per_image = epoch_flops(rows_at, layers_up_to(model), plan, 32, freezing, epochs)
-    lengths = epoch_lengths(TRAIN_IMAGES, settings["batch_size"], epochs, settings.get("prune", 0.0))
-    return training_flops(lengths, sum(lengths), settings["batch_size"], per_image)
 
 
 def matmul_flops_per_second(dtype=torch.float32, n: int = 2048, repeats: int = 10) -> float:
@@ -82,7 +66,7 @@ def main() -> int:
     overrides = {k: value(v) for k, _, v in (s.partition("=") for s in args.set)}
     load_dataset(args.data, holdout=1000)  # decode once into the cache, outside the timed runs
     baseline = {**RECIPES["cifar10-fast"], **VARIANTS["sgd"]}
-    base_flops = counted_flops(baseline)
+    base_flops = settings_flops(baseline, TRAIN_IMAGES)  # counted from its settings, without training
     print(f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}; SGD recipe: "
           f"{base_flops / 1e12:.1f} TFLOP (counted)")
     contenders = [("sgd", {"variant": "sgd"})] if args.train_baseline else []

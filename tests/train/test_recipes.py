@@ -48,21 +48,11 @@ def test_bad_variants_are_one_line_and_exit_2(tmp_path, capsys):
 
 
 def test_the_half_variant_counts_at_most_half_the_sgd_recipe_s_flops_and_fits_short_runs():
-    from cnnlab.models import create_model
-    from cnnlab.models.summary import summarize
-    from cnnlab.train.finetune import layers_up_to
-    from cnnlab.train.progressive import epoch_flops, parse_plan, training_flops
-    from cnnlab.train.pruning import epoch_lengths
-
-    model = create_model("airbench94", num_classes=10, in_channels=3)
+    from cnnlab.train.progressive import parse_plan
+    from cnnlab.train.recipes import settings_flops
 
     def flops(variant: str) -> float:  # on CIFAR-10's 40,000 training images, as benchmarks/work_to_accuracy.py
-        settings = {**RECIPES["cifar10-fast"], **VARIANTS[variant]}
-        plan = parse_plan(settings.get("progressive", ""), settings["epochs"])
-        rows_at = {s: summarize(model, (3, s, s)).layers for s in {32, *(s for s, _ in plan)}}
-        per_image = epoch_flops(rows_at, layers_up_to(model), plan, 32, [], settings["epochs"])
-        lengths = epoch_lengths(40_000, settings["batch_size"], settings["epochs"])
-        return training_flops(lengths, sum(lengths), settings["batch_size"], per_image)
+        return settings_flops({**RECIPES["cifar10-fast"], **VARIANTS[variant]}, 40_000)
 
     assert 0.49 < flops("half") / flops("sgd") <= 0.5
     assert flops("muon") / flops("sgd") == pytest.approx(8 / 11)

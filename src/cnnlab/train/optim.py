@@ -17,8 +17,8 @@ def param_groups(model: nn.Module, cfg: TrainConfig, pretrained: set[int] = froz
     Parameters whose ids are in `pretrained` (loaded by --init-from) have their rate scaled by
     `pretrained_lr_scale` on top. With the muon optimiser, conv filters form groups of their own (`muon`:
     orthogonalised steps at `muon_lr`, no decay: their norm is fixed). With `freeze_from`, the layers that
-    freeze at epoch E form groups whose schedule ends at E - 1 (`epochs`): their rate reaches zero as they
-    freeze, as in FreezeOut, instead of stopping them mid-stride."""
+    freeze at epoch E form groups whose schedule ends at E - 1 (`epochs`): their rate reaches the schedule's
+    end as they freeze, as in FreezeOut, instead of stopping them mid-stride."""
     from .finetune import layers_up_to
     from .progressive import parse_freezing
 
