@@ -175,6 +175,11 @@ SPEC_CASES = {
     "classes-not-num-classes": (_spec_edit(lambda s: s.update(classes=["a", "b"])), "classes"),
     "unknown-model": (_spec_edit(lambda s: s.update(model="resnet21")), "resnet21"),
     "switch-as-list": (_spec_edit(lambda s: s.update(model_kwargs=[1])), "model_kwargs"),
+    "unknown-tta": (_spec_edit(lambda s: s.update(tta=7)), "'tta'"),
+    "tta-as-text": (_spec_edit(lambda s: s.update(tta="abc")), "'tta'"),
+    "unknown-precision": (_spec_edit(lambda s: s.update(precision="xyz")), "'precision'"),
+    "vanishing-std": (_spec_edit(lambda s: s.update(std=[1e-308] * len(s["std"]))), "'std'"),
+    "mean-out-of-range": (_spec_edit(lambda s: s.update(mean=[1e300] * len(s["mean"]))), "'mean'"),
 }
 WEIGHT_CASES = {
     "missing": (lambda f: (f / "best.safetensors").unlink(), "best.safetensors"),

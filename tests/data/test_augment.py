@@ -51,7 +51,10 @@ def test_augmentation_is_reproducible_from_seed_epoch_and_step():
 
 @pytest.mark.parametrize("spec, message", [("shear=3", "unknown operation 'shear=3'"), ("rotate", "a number"),
                                             ("translate=x", "whole number"), ("flip,altflip", "one of flip"),
-                                            ("crop=1.5", "out of range"), ("rotate=10:wrap", "fill must be")])
+                                            ("crop=1.5", "out of range"), ("rotate=10:wrap", "fill must be"),
+                                            ("rotate=inf", "finite"), ("rotate=nan", "finite"),
+                                            ("brightness=inf", "finite"), ("color=nan", "finite"),
+                                            ("crop=nan", "finite"), ("mixup=inf", "finite")])
 def test_bad_policies_are_named(spec, message):
     with pytest.raises(CnnlabError, match=message):
         parse_policy(spec)

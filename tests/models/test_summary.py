@@ -53,3 +53,14 @@ def test_latency_is_measured_and_grows_with_the_work(capsys):
     assert small.training  # measured on a copy in eval mode; the caller's model is left as it was
     assert main(["summary", "resnet20", "--latency", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["latency_ms"] > 0
+
+
+@pytest.mark.parametrize("switch, match", [("kernel_size=99999999999999999999", "too large to build"),
+                                           ("width=1e30", "too large to build"),
+                                           ("width=nan", "width must be a positive number, got nan")])
+def test_a_model_too_large_to_describe_is_one_line(capsys, switch, match):
+    from cnnlab.cli import main
+
+    assert main(["summary", "resnet20", "--model-kwargs", switch]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and match in err[0], err

@@ -99,6 +99,9 @@ def test_a_file_that_does_not_fit_is_refused_in_one_line_naming_the_key_and_both
     torch.save({"conv1.weight": tmp_path}, tmp_path / "code.pth")  # a pickled object weights_only refuses
     with pytest.raises(CnnlabError, match=r"code\.pth: not a weights file torch\.load reads safely"):
         init_from(model, str(tmp_path / "code.pth"))
+    (tmp_path / "settings.yaml").write_text("epochs: 1\n")  # text, which the unpickler reads as opcodes
+    with pytest.raises(CnnlabError, match=r"settings\.yaml: not a weights file torch\.load reads safely"):
+        init_from(model, str(tmp_path / "settings.yaml"))
     # the command line: one line, exit status 2
     assert main(["train", "--model", "resnet18", "--init-from", str(tmp_path / "bad.pth"), "--data",
                  str(digit_folder(tmp_path / "d", range(2), 3, rgb=True, n_test=1)), "--val-fraction", "0",

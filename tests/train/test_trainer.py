@@ -104,6 +104,10 @@ def test_schedules():
     assert lr_factor(cfg, 10, 10) == 1.0 and abs(lr_factor(cfg, 55, 10) - 0.5) < 0.01
     cfg.schedule, cfg.step_size, cfg.gamma = "step", 3, 0.1
     assert [round(lr_factor(cfg, s, 10), 6) for s in (0, 29, 30, 60)] == [1.0, 1.0, 0.1, 0.01]
+    # a warm-up longer than the run (even 1e308 epochs) rises over the whole run, to the peak at its last step
+    cfg.schedule, cfg.warmup_epochs = "onecycle", 1e308
+    f = [lr_factor(cfg, s, 10) for s in range(100)]
+    assert all(0 < a < b <= 1 for a, b in zip(f, f[1:])) and f[-1] == 1.0
 
 
 def test_bn_and_bias_exempt_from_weight_decay():

@@ -8,6 +8,8 @@ operations apply (the table's, whatever the order written), the help of `cnnlab 
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Callable
 
@@ -57,6 +59,8 @@ def _number(kind: type, low: float = 0.0, high: float = float("inf"), high_inclu
         except ValueError:
             raise CnnlabError(f"--augment: {name} needs {'a whole number' if kind is int else 'a number'}, as in "
                               f"{name}={'2' if kind is int else '0.5'}; got '{name}={value}'") from None
+        if not math.isfinite(number):  # NaN passes every range check, and infinity turns images black
+            raise CnnlabError(f"--augment: {name} needs a finite number, got '{name}={value}'")
         above = number > high if high_inclusive else number >= high
         below = number < low if low_inclusive else number <= low
         if below or above:

@@ -29,7 +29,7 @@ def check_kernel_size(k: int) -> int:
 
 def scaled(channels: int, width: float) -> int:
     """Apply the width multiplier; never fewer than one channel."""
-    if not isinstance(width, (int, float)) or width <= 0:
+    if not isinstance(width, (int, float)) or not width > 0:  # (`not >` refuses NaN too)
         raise CnnlabError(f"width must be a positive number, got {width!r}")
     return max(1, int(round(channels * width)))
 

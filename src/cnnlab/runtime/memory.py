@@ -54,7 +54,7 @@ def create_model_within_memory(name: str, device: torch.device, **kwargs) -> nn.
     try:
         with torch.device("meta"):
             params = sum(p.numel() for p in create_model(name, **kwargs).parameters())
-    except (RuntimeError, OverflowError, MemoryError) as exc:
+    except (RuntimeError, OverflowError, MemoryError, TypeError) as exc:  # TypeError: a size beyond int64
         raise CnnlabError(f"{what}: its layers are too large to build ({str(exc).splitlines()[0][:100]})") from None
     ensure_fits(params * BYTES_PER_PARAMETER, device, f"{what} with {params:,} parameters")
     return create_model(name, **kwargs)

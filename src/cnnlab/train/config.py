@@ -21,6 +21,8 @@ import yaml
 from ..errors import CnnlabError
 from .recipes import recipe_settings
 
+MAX_EPOCHS = 100_000
+
 
 def setting(default: Any, help: str, **choices: Any) -> Any:  # noqa: A002  (argparse's word)
     """A config field with its help text (and, for a few, the values it may take)."""
@@ -137,9 +139,11 @@ class TrainConfig:
                 raise CnnlabError(f"{flag(f.name)} must be one of {', '.join(map(str, allowed))}, got {value!r}")
             if isinstance(value, float) and not math.isfinite(value):
                 raise CnnlabError(f"{flag(f.name)} must be a finite number, got {value}")
-        for key in ("epochs", "batch_size", "log_every"):
+        for key in ("epochs", "batch_size", "log_every", "step_size"):
             if getattr(self, key) < 1:
                 raise CnnlabError(f"{flag(key)} must be at least 1, got {getattr(self, key)}")
+        if self.epochs > MAX_EPOCHS:  # the schedules and the FLOP count hold a number per epoch
+            raise CnnlabError(f"--epochs must be at most {MAX_EPOCHS:,}, got {self.epochs}")
         for key in ("lr", "weight_decay", "label_smoothing", "grad_clip", "warmup_epochs", "momentum",
                     "checkpoint_every", "early_stop", "eval_every", "monitor_every", "norm_lr_scale",
                     "warmup_from", "decay_to", "step_size", "gamma", "pretrained_lr_scale", "muon_lr",
@@ -164,6 +168,8 @@ class TrainConfig:
                               "--progressive too")
         if self.variant is not None and self.recipe is None:
             raise CnnlabError(f"--variant {self.variant} chooses among a recipe's variants; give --recipe too")
+        if self.gamma > 1:
+            raise CnnlabError(f"--gamma must be in [0, 1]: the factor the step schedule decays by, got {self.gamma}")
         if self.label_smoothing >= 1:
             raise CnnlabError(f"--label-smoothing must be below 1, got {self.label_smoothing}")
         from ..data import check_holdout  # here, not at the top: `cnnlab --help` reads the help without torch

@@ -65,7 +65,7 @@ def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int, epochs: int | N
     """Multiplier of the base learning rate at optimiser step `step` (0-based), for a schedule over `epochs`
     (default: the run's; a layer that freezes earlier has a shorter one, and stays at its end after it)."""
     total = (cfg.epochs if epochs is None else epochs) * steps_per_epoch
-    warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total - 1)
+    warmup = int(min(cfg.warmup_epochs * steps_per_epoch, total - 1))  # (a float above the run: no overflow)
     if cfg.schedule == "constant":
         return 1.0
     if cfg.schedule == "step":

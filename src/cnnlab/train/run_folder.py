@@ -32,9 +32,15 @@ _SPEC = {
     "num_classes": lambda v: _int(v) and 2 <= v <= 100_000,
     "in_channels": lambda v: _int(v) and 1 <= v <= 64,
     "image_size": lambda v: _int(v) and 1 <= v <= 4096,
-    "mean": lambda v: isinstance(v, list) and all(_real(x) for x in v),
-    "std": lambda v: isinstance(v, list) and all(_real(x) and x > 0 for x in v),
+    # in [0, 1] units; the trainer writes a std of at least 1e-3 (a constant channel), so nothing divides to inf
+    "mean": lambda v: isinstance(v, list) and all(_real(x) and 0 <= x <= 1 for x in v),
+    "std": lambda v: isinstance(v, list) and all(_real(x) and 1e-3 <= x <= 1 for x in v),
     "classes": lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v),
+}
+# keys model.json may lack (runs written before they were recorded), checked where present
+_OPTIONAL_SPEC = {
+    "tta": lambda v: _int(v) and 0 <= v <= 2,
+    "precision": lambda v: v in ("fp32", "bf16", "fp16"),
 }
 
 # metrics.jsonl: what each type of record must hold for the commands that read it (other types pass as they are)
@@ -161,10 +167,10 @@ class RunFolder:
             raise CnnlabError(f"{self.spec}: not valid JSON ({exc})") from None
         if not isinstance(spec, dict):
             raise CnnlabError(f"{self.spec}: expected a JSON object, got {type(spec).__name__}")
-        for key, ok in _SPEC.items():
-            if key not in spec:
+        for key, ok in {**_SPEC, **_OPTIONAL_SPEC}.items():
+            if key not in spec and key in _SPEC:
                 raise CnnlabError(f"{self.spec}: '{key}' is missing")
-            if not ok(spec[key]):
+            if key in spec and not ok(spec[key]):
                 raise CnnlabError(f"{self.spec}: '{key}' has an impossible value {str(spec[key])[:60]}")
         if len(spec["classes"]) != spec["num_classes"] or \
                 not len(spec["mean"]) == len(spec["std"]) == spec["in_channels"]:
