@@ -1,5 +1,8 @@
 """Hostile options and tampered run folders: one line naming the culprit, exit status 2, never a traceback,
 and nothing allocated that would not fit."""
+import json
+import shutil
+
 import pytest
 
 from cnnlab.cli import main
@@ -69,8 +72,6 @@ def finished_run(tmp_path_factory):
 
 
 def _copy(run, tmp_path):
-    import shutil
-
     target = tmp_path / "copy"
     shutil.copytree(run, target)
     return target
@@ -78,6 +79,32 @@ def _copy(run, tmp_path):
 
 def _latest(run):
     return run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
+
+
+def _counter(key, value):
+    """A damage: one counter of the newest checkpoint's state.json set to `value`."""
+    def damage(run):
+        path = _latest(run) / "state.json"
+        state = json.loads(path.read_text())
+        for item in state["__dict__"]:
+            if item[0] == key:
+                item[1] = value(run) if callable(value) else value
+        path.write_text(json.dumps(state))
+    return damage
+
+
+def _metrics_end(run):
+    return (run / "metrics.jsonl").stat().st_size
+
+
+def _foreign_checkpoint(*names):
+    """A damage: files of the newest checkpoint replaced by those of a run trained with another optimiser."""
+    def damage(run):
+        other = run.parent / "adamw"
+        assert main(["train", *SMALL, "--optimizer", "adamw", "--out", str(other)]) == 0
+        for name in names:
+            shutil.copy(_latest(other) / name, _latest(run) / name)
+    return damage
 
 
 @pytest.mark.parametrize("damage, match", [
@@ -88,11 +115,30 @@ def _latest(run):
     (lambda r: (_latest(r) / "model.safetensors").write_bytes(b"\x00junk" * 10), "model.safetensors"),
     (lambda r: (_latest(r) / "tensors.safetensors").write_bytes(b"junk"), "tensors.safetensors"),
     (lambda r: (_latest(r) / "state.json").write_text("{"), "state.json"),
+    (lambda r: (r / "checkpoints" / "latest").write_bytes(b"\xff\xfe"), "latest"),
+    (_counter("step", 10 ** 30), "step"),
+    (_counter("step", -5), "'step'"),
+    (_counter("step", "abc"), "'step'"),
+    (_counter("best_accuracy", "x"), "'best_accuracy'"),
+    (_counter("metrics_bytes", -1), "'metrics_bytes'"),
+    (_counter("metrics_bytes", 10 ** 8), "metrics.jsonl"),
+    (_counter("metrics_bytes", lambda r: _metrics_end(r) - 1), "metrics.jsonl"),  # mid-line: not its log
+    (_foreign_checkpoint("state.json", "tensors.safetensors"), "does not fit"),
+    (_foreign_checkpoint("tensors.safetensors"), "does not fit"),
 ])
 def test_tampered_run_folder_refuses_resume_in_one_line(finished_run, tmp_path, capsys, damage, match):
     run = _copy(finished_run, tmp_path)
     damage(run)
+    log = (run / "metrics.jsonl").read_bytes()
     one_line_error(capsys, ["train", "--resume", "--out", str(run), "--epochs", "2", "-q"], match)
+    assert (run / "metrics.jsonl").read_bytes() == log  # refused before anything is written
+
+
+def test_resuming_with_fewer_epochs_than_trained_is_refused(finished_run, tmp_path, capsys):
+    run = _copy(finished_run, tmp_path)
+    assert main(["train", "--resume", "--out", str(run), "--epochs", "2", "-q"]) == 0
+    capsys.readouterr()
+    one_line_error(capsys, ["train", "--resume", "--out", str(run), "--epochs", "1", "-q"], "--epochs")
 
 
 def test_a_validation_fraction_that_holds_out_no_image_is_one_line_before_training(tmp_path, capsys):

@@ -70,7 +70,33 @@ def _serial(name: str) -> int:
 
 def _current(root: Path) -> str | None:
     latest = root / "latest"
-    return latest.read_text().strip() if latest.is_file() else None
+    try:
+        return latest.read_text().strip() if latest.is_file() else None
+    except (UnicodeDecodeError, OSError) as exc:
+        raise CnnlabError(f"{latest}: unreadable ({exc.__class__.__name__}); it should name a checkpoint "
+                          f"folder") from None
+
+
+def check_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> None:
+    """Raise ValueError unless `saved`, an optimiser state from a checkpoint, is `optimizer`'s kind: groups
+    with the same settings and parameter counts, and each parameter's buffers of its shape (a scalar only as
+    a step count). torch's own load takes another optimiser's state and fails steps later."""
+    groups, state = saved.get("param_groups"), saved.get("state")
+    if not isinstance(groups, list) or not isinstance(state, dict) or len(groups) != len(optimizer.param_groups):
+        raise ValueError("not this optimiser's parameter groups")
+    params = {}
+    for old, new in zip(groups, optimizer.param_groups):
+        if not isinstance(old, dict) or set(old) != set(new) or len(old["params"]) != len(new["params"]):
+            raise ValueError(f"a parameter group with the settings {sorted(old)[:6]}, not {sorted(new)[:6]}")
+        params.update(zip(old["params"], new["params"]))
+    for index, buffers in state.items():
+        if index not in params or not isinstance(buffers, dict):
+            raise ValueError(f"a state for parameter {str(index)[:20]}, which the optimiser does not have")
+        for key, value in buffers.items():
+            scalar_step = key == "step" and isinstance(value, torch.Tensor) and value.dim() == 0
+            if isinstance(value, torch.Tensor) and not scalar_step and value.shape != params[index].shape:
+                raise ValueError(f"'{key}' of shape {tuple(value.shape)} for a parameter of shape "
+                                 f"{tuple(params[index].shape)}")
 
 
 def load_checkpoint(run_dir: Path, model: torch.nn.Module) -> dict:

@@ -32,5 +32,8 @@ class Lookahead:
         return self.slow
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if not isinstance(state, dict) or set(state) != set(self.slow) or any(
+                not isinstance(v, torch.Tensor) or v.shape != self.slow[k].shape for k, v in state.items()):
+            raise ValueError("the lookahead weights are not this model's")  # (copy_ would broadcast a scalar)
         for key, value in state.items():
             self.slow[key].copy_(value)

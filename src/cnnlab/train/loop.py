@@ -17,6 +17,7 @@ from ..runtime import distributed
 from ..runtime.device import autocast
 from ..runtime.evaluate import metrics_from_logits, predict_logits
 from ..runtime.tensors import normalize
+from .checkpoint import check_optimizer_state
 from .config import TrainConfig
 from .finetune import freeze
 from .optim import lr_at, set_lr
@@ -48,13 +49,38 @@ class TrainState:
     def state_dict(self) -> dict:
         return asdict(self)
 
-    def load_state_dict(self, saved: dict, device: torch.device) -> None:
+    def load_state_dict(self, saved: dict, device: torch.device, images: int) -> None:
+        """The counters of a checkpoint, each checked (a state.json is as untrusted as any file); `images`:
+        the size of the training split, which the per-image tensors must fit."""
         names = {f.name for f in fields(self)}
         if set(saved) != names:
             raise CnnlabError(f"the checkpoint's counters are {sorted(saved)[:4]}..., not this version's; "
                               f"it cannot be resumed")
         for k, v in saved.items():
+            if not _counter_ok(k, v, images):
+                raise CnnlabError(f"the checkpoint's counter '{k}' has an impossible value {str(v)[:60]}")
             setattr(self, k, v.to(device) if isinstance(v, torch.Tensor) else v)
+
+
+def _counter_ok(key: str, v, images: int) -> bool:
+    def count(x) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+    def per_image(x, length: int | None = images) -> bool:
+        return x is None or isinstance(x, torch.Tensor) and x.dim() == 1 and (length is None or len(x) == length)
+
+    if key in ("loss_sum", "correct"):
+        return isinstance(v, torch.Tensor) and v.dim() == 0
+    if key in ("best_accuracy", "train_seconds"):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= -1
+    if key == "order_epoch":
+        return isinstance(v, int) and not isinstance(v, bool) and v >= -1
+    if key == "order":  # indices of training images
+        return per_image(v, None) and (v is None or len(v) == 0 or (
+            not v.is_floating_point() and 0 <= int(v.min()) and int(v.max()) < images))
+    if key in ("weight", "sample_loss"):
+        return per_image(v)
+    return count(v)
 
 
 def train(cfg: TrainConfig, resume: bool = False,
@@ -96,17 +122,21 @@ def _train(run: Run, resume: bool, wall_start: float) -> dict:
         monitor must remember) the monitor's history."""
         saved = run.folder.load_checkpoint(model)
         try:
+            slow, health = saved.pop("lookahead", None), saved.pop("monitor", None)
+            check_optimizer_state(run.optimizer, saved["optimizer"])
+            if run.lookahead is not None:
+                run.lookahead.load_state_dict(slow)
             run.optimizer.load_state_dict(saved.pop("optimizer"))
             run.scaler.load_state_dict(saved.pop("scaler"))
             torch.set_rng_state(saved.pop("rng"))
-            slow, health = saved.pop("lookahead", None), saved.pop("monitor", None)
-        except (KeyError, ValueError, RuntimeError, TypeError) as exc:
-            raise CnnlabError(f"{run.folder}: the checkpoint does not fit this run ({exc})") from None
-        if run.lookahead is not None:
-            run.lookahead.load_state_dict(slow)
+        except (KeyError, ValueError, RuntimeError, TypeError, AttributeError) as exc:
+            raise CnnlabError(f"{run.folder}: the checkpoint does not fit this run ({str(exc)[:200]})") from None
         if run.monitor is not None and health is not None and not rollback:
             run.monitor.load_state_dict(health)
-        st.load_state_dict(saved, run.device)
+        st.load_state_dict(saved, run.device, images)
+        if st.step > epochs.total:
+            raise CnnlabError(f"{run.folder}: its checkpoint is at step {st.step}, past the {epochs.total} steps of "
+                              f"{cfg.epochs} epochs; resume with --epochs at least the epochs it trained")
 
     def roll_back(problem: Diagnosis) -> None:
         """Back to the last checkpoint with the learning rate halved once more than before (each rollback
