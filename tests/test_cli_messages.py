@@ -72,3 +72,23 @@ def test_every_option_has_help_and_shows_its_default():
 
     train_help = build_parser(train_options=True)._commands["train"].format_help()  # "16:20%" formats too
     assert all(flag(name) in train_help for name in FIELDS)
+
+
+LONG = "x" * 300  # a path component over the 255 bytes a file name may have
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--model", "cnn", "--epochs", "1", "-q", "--out", f"o/{LONG}"],
+    ["train", "--model", "cnn", "--epochs", "1", "-q", "--data", LONG, "--out", "o"],
+    ["train", "--config", f"{LONG}.yaml", "--out", "o"],
+    ["eval", "--checkpoint", LONG],
+    ["report", LONG],
+    ["diagnose", LONG],
+    ["summary", LONG],
+    ["augment", "--policy", "flip", "--out", f"o/{LONG}.png"],
+])
+def test_a_file_name_too_long_for_the_file_system_is_one_line(argv, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cnnlab: error:") and "xxxx" in err[0], err

@@ -661,6 +661,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head`: not an error worth a traceback
         sys.stderr.close()
         return 0
+    except OSError as exc:  # a path the file system refuses (a name too long, no space left, no permission)
+        if exc.filename is None:
+            raise
+        name = str(exc.filename)
+        print(f"cnnlab: error: {name if len(name) <= 120 else name[:117] + '...'}: {exc.strerror}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -111,6 +111,9 @@ def test_search_errors_are_one_line(tmp_path, capsys):
     assert "no study.db here" in capsys.readouterr().err
     assert main(["train", "--model-config", str(tmp_path / "missing.yaml")]) == 2
     assert "--model-config" in capsys.readouterr().err
+    endless = "/dev/zero"  # read as a space, it would fill the memory: the reading stops at a cap
+    assert main(["search", "--space", endless, "--trials", "1", "--out", str(tmp_path / "z")]) == 2
+    assert "/dev/zero: over 16 MiB, too large for a file of settings" in capsys.readouterr().err
 
 
 def _search_then_report(out, capsys, *options) -> dict:

@@ -35,6 +35,7 @@ def one_line_error(capsys, argv, match):
     (["--schedule", "step", "--step-size", "0"], "--step-size must be at least 1"),
     (["--schedule", "step", "--gamma", "1e308"], "--gamma must be in [0, 1]"),
     (["--data", ""], "--data"),
+    (["--config", "/dev/zero"], "/dev/zero: over 16 MiB, too large for a file of settings"),
     (["--prune", "0.5"], "--prune must be in [0, 0.5)"),
     (["--prune", "-0.1"], "--prune must be in [0, 0.5)"),
     (["--prune", "0.3", "--epochs", "3", "--batch-size", "100000"], "--prune 0.3 leaves"),

@@ -12,6 +12,19 @@ from safetensors.torch import load_file, save_file
 from ..errors import CnnlabError
 
 
+MAX_SETTINGS_BYTES = 16 << 20  # a YAML or JSON file of settings; /dev/zero or a huge file is no such thing
+
+
+def read_text_capped(path: Path, limit: int = MAX_SETTINGS_BYTES) -> str:
+    """A text file's contents, refused in one line (CnnlabError) when it is over `limit` bytes; reading stops
+    there, so an endless file costs nothing. UnicodeDecodeError and OSError pass to the caller's message."""
+    with open(path, "rb") as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise CnnlabError(f"{path}: over {limit >> 20} MiB, too large for a file of settings")
+    return data.decode("utf-8")
+
+
 def publish(tmp: Path, path: Path) -> None:
     """Give the finished temporary file the mode an ordinary new file gets here, make its bytes durable,
     then rename it over `path` (safetensors creates its files 0600; the rest of a run folder is not)."""

@@ -258,11 +258,13 @@ def _article(word: str) -> str:
 
 def read_settings(path: Path) -> dict:
     """The settings a YAML file sets, and nothing else."""
+    from ..runtime.files import read_text_capped  # here: `cnnlab --help` imports this module without torch
+
     path = Path(path)
     if path.is_dir():
         raise CnnlabError(f"{path}: is a folder, not a YAML file of settings")
     try:
-        values = yaml.safe_load(path.read_text())
+        values = yaml.safe_load(read_text_capped(path))
     except FileNotFoundError:
         raise CnnlabError(f"{path}: config file not found") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
