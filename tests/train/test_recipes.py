@@ -57,4 +57,5 @@ def test_the_half_variant_counts_at_most_half_the_sgd_recipe_s_flops_and_fits_sh
     assert 0.49 < flops("half") / flops("sgd") <= 0.5
     assert flops("muon") / flops("sgd") == pytest.approx(8 / 11)
     short = cli_config(["--recipe", "cifar10-fast", "--variant", "half", "--epochs", "3", "--data", "digits"])
-    assert parse_plan(short.progressive, short.epochs) == [(12, 1)]  # the plan's shares fit a 3-epoch run
+    assert parse_plan(VARIANTS["half"]["progressive"], 11) == [(10, 5), (24, 2)]  # the plan measured
+    assert parse_plan(short.progressive, short.epochs) == [(10, 1)]  # the plan's shares fit a 3-epoch run
