@@ -151,6 +151,21 @@ def _truncate(folder):
     (folder / "best.safetensors").write_bytes(data[:len(data) // 2])
 
 
+def _first_record(folder, kind, change):
+    """metrics.jsonl with the first record of type `kind` changed."""
+    lines = (folder / "metrics.jsonl").read_text().splitlines()
+    n = next(i for i, line in enumerate(lines) if json.loads(line)["type"] == kind)
+    record = json.loads(lines[n])
+    change(record)
+    lines[n] = json.dumps(record)
+    (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def _append(folder, record):
+    with open(folder / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
 def _first_float(tensors):
     return next(k for k, v in tensors.items() if v.is_floating_point() and v.dim() > 1)
 
@@ -196,6 +211,14 @@ METRICS_CASES = {
     "diagnosis-without-kind": (lambda f: (f / "metrics.jsonl").write_text(
         '{"type": "diagnosis", "step": 1}\n'), "kind"),
     "missing": (lambda f: (f / "metrics.jsonl").unlink(), "metrics.jsonl"),
+    "step-beyond-a-float": (lambda f: _first_record(f, "epoch", lambda r: r.update(step=10 ** 400)), "'step'"),
+    "epoch-beyond-a-float": (lambda f: _first_record(f, "epoch", lambda r: r.update(epoch=10 ** 400)), "'epoch'"),
+    "epoch-without-train-loss": (lambda f: _first_record(f, "epoch", lambda r: r.pop("train_loss")), "train_loss"),
+    "norm-beyond-a-float": (lambda f: _first_record(f, "layers", lambda r: r["grad_norm"].update(
+        {next(iter(r["grad_norm"])): 10 ** 400})), "grad_norm"),
+    "remedies-not-text": (lambda f: _append(f, {"type": "diagnosis", "kind": "vanishing", "step": 1,
+                                                "layers": ["fc"], "evidence": "e", "remedies": [None, 3]}),
+                          "remedies"),
 }
 COMMANDS = {
     "eval": lambda f, data, image: ["eval", "--checkpoint", str(f), "--data", data],
@@ -204,10 +227,11 @@ COMMANDS = {
                                           "--transforms", "hflip"],
     "summary": lambda f, data, image: ["summary", str(f)],
     "diagnose": lambda f, data, image: ["diagnose", str(f), "--plots", str(f / "plots")],
+    "report": lambda f, data, image: ["report", str(f)],
 }
 CASES = [(c, name, *SPEC_CASES[name]) for c in ("eval", "predict", "invariance", "summary") for name in SPEC_CASES] + \
     [(c, name, *WEIGHT_CASES[name]) for c in ("eval", "predict", "invariance") for name in WEIGHT_CASES] + \
-    [("diagnose", name, *METRICS_CASES[name]) for name in METRICS_CASES]
+    [(c, name, *METRICS_CASES[name]) for c in ("diagnose", "report") for name in METRICS_CASES]
 
 
 @pytest.mark.parametrize("command,case,edit,culprit", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])

@@ -45,13 +45,14 @@ _OPTIONAL_SPEC = {
 
 # metrics.jsonl: what each type of record must hold for the commands that read it (other types pass as they are)
 _RECORDS = {
-    "step": {"step": lambda v: _int(v), "loss": lambda v: _number(v)},
-    "epoch": {"epoch": lambda v: _int(v), "step": lambda v: _int(v)},
-    "layers": {"step": lambda v: _int(v), "loss": lambda v: _number(v),
+    "step": {"step": lambda v: _count(v), "loss": lambda v: _number(v)},
+    "epoch": {"epoch": lambda v: _count(v), "step": lambda v: _count(v), "train_loss": lambda v: _number(v),
+              "train_accuracy": lambda v: _number(v), "lr": lambda v: _number(v)},
+    "layers": {"step": lambda v: _count(v), "loss": lambda v: _number(v),
                "grad_norm": lambda v: isinstance(v, dict) and all(_number(x) for x in v.values())},
-    "diagnosis": {"kind": lambda v: isinstance(v, str), "step": lambda v: _int(v),
-                  "layers": lambda v: isinstance(v, list), "evidence": lambda v: isinstance(v, str),
-                  "remedies": lambda v: isinstance(v, list)},
+    "diagnosis": {"kind": lambda v: isinstance(v, str), "step": lambda v: _count(v),
+                  "layers": lambda v: _texts(v), "evidence": lambda v: isinstance(v, str),
+                  "remedies": lambda v: _texts(v)},
 }
 
 
@@ -60,8 +61,18 @@ def _int(v) -> bool:
 
 
 def _number(v) -> bool:
-    """A JSON number, NaN and infinities included (a loss that diverged is recorded as it was)."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """A JSON number, NaN and infinities included (a loss that diverged is recorded as it was), that a float
+    holds (JSON's integers have no limit; 10**400 would overflow where it is plotted)."""
+    return isinstance(v, float) or _int(v) and abs(v) < 2 ** 1000
+
+
+def _count(v) -> bool:
+    """A step or epoch count: a whole number that a float holds exactly."""
+    return _int(v) and 0 <= v < 2 ** 53
+
+
+def _texts(v) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
 
 
 def _real(v) -> bool:
