@@ -220,6 +220,19 @@ METRICS_CASES = {
                                                 "layers": ["fc"], "evidence": "e", "remedies": [None, 3]}),
                           "remedies"),
 }
+def _summary_edit(change):
+    def edit(folder):
+        summary = json.loads((folder / "summary.json").read_text())
+        change(summary)
+        (folder / "summary.json").write_text(json.dumps(summary))
+    return edit
+
+
+SUMMARY_CASES = {
+    "accuracy-as-text": (_summary_edit(lambda s: s.update(test_accuracy="x")), "'test_accuracy'"),
+    "accuracy-missing": (_summary_edit(lambda s: s.pop("test_accuracy")), "'test_accuracy' is missing"),
+    "diagnoses-not-records": (_summary_edit(lambda s: s.update(diagnoses=[1])), "'diagnoses'"),
+}
 COMMANDS = {
     "eval": lambda f, data, image: ["eval", "--checkpoint", str(f), "--data", data],
     "predict": lambda f, data, image: ["predict", "--checkpoint", str(f), str(image)],
@@ -231,7 +244,8 @@ COMMANDS = {
 }
 CASES = [(c, name, *SPEC_CASES[name]) for c in ("eval", "predict", "invariance", "summary") for name in SPEC_CASES] + \
     [(c, name, *WEIGHT_CASES[name]) for c in ("eval", "predict", "invariance") for name in WEIGHT_CASES] + \
-    [(c, name, *METRICS_CASES[name]) for c in ("diagnose", "report") for name in METRICS_CASES]
+    [(c, name, *METRICS_CASES[name]) for c in ("diagnose", "report") for name in METRICS_CASES] + \
+    [("report", name, *SUMMARY_CASES[name]) for name in SUMMARY_CASES]
 
 
 @pytest.mark.parametrize("command,case,edit,culprit", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
@@ -275,3 +289,16 @@ def test_predict_decodes_images_as_the_data_loaders_do(tmp_path, monkeypatch):
     Image.new("L", (20, 20)).save(tmp_path / "bomb.png")
     with pytest.raises(CnnlabError, match="decompression bomb"):
         read_image(tmp_path / "bomb.png", 1)
+
+
+@pytest.mark.parametrize("name, text", [
+    ("tour.json", '{"studies":'),
+    ("tour.json", "null"),
+    ("tour.json", '{"studies": [{"x": 1}]}'),
+    ("results.json", '{"claim": "x"}'),
+])
+def test_a_damaged_study_or_tour_file_is_one_line(tmp_path, capsys, name, text):
+    (tmp_path / name).write_text(text)
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cnnlab: error:") and name in err[0], err

@@ -56,6 +56,21 @@ _RECORDS = {
 }
 
 
+# summary.json: the keys its readers use, checked where present; a finished run's must all be there
+_SUMMARY_ANY = {
+    "status": lambda v: isinstance(v, str),
+    "diagnoses": lambda v: v is None or isinstance(v, list) and all(
+        isinstance(d, dict) and isinstance(d.get("kind"), str) for d in v),
+    "train_eval_accuracy": lambda v: v is None or _real(v) and 0 <= v <= 1,
+}
+_SUMMARY_FINISHED = {
+    "test_accuracy": lambda v: _real(v) and 0 <= v <= 1,
+    "best_epoch": lambda v: _count(v), "epochs": lambda v: _count(v), "params": lambda v: _count(v),
+    "train_seconds": lambda v: _real(v) and v >= 0,
+    "precision": lambda v: isinstance(v, str),
+}
+
+
 def _int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -212,6 +227,12 @@ class RunFolder:
             raise CnnlabError(f"{self.summary}: not valid JSON ({exc})") from None
         if not isinstance(summary, dict):
             raise CnnlabError(f"{self.summary}: expected a JSON object")
+        checks = {**_SUMMARY_ANY, **(_SUMMARY_FINISHED if summary.get("status") == "finished" else {})}
+        for key, ok in checks.items():
+            if key in _SUMMARY_FINISHED and key not in summary:
+                raise CnnlabError(f"{self.summary}: '{key}' is missing")
+            if key in summary and not ok(summary[key]):
+                raise CnnlabError(f"{self.summary}: '{key}' has an impossible value {str(summary[key])[:60]}")
         return summary
 
     def read_metrics(self) -> list[dict]:
