@@ -130,12 +130,17 @@ def test_an_older_run_without_data_in_model_json_falls_back_to_config_yaml(run, 
 
 
 # -- tampered run folders: one line naming the culprit, exit 2 ---------------------------------------------------
-def _spec_edit(change):
+def _json_edit(name, change):
+    """A damage: the run folder's JSON file `name` changed in place."""
     def edit(folder):
-        spec = json.loads((folder / "model.json").read_text())
-        change(spec)
-        (folder / "model.json").write_text(json.dumps(spec))
+        values = json.loads((folder / name).read_text())
+        change(values)
+        (folder / name).write_text(json.dumps(values))
     return edit
+
+
+def _spec_edit(change):
+    return _json_edit("model.json", change)
 
 
 def _weights_edit(change):
@@ -221,11 +226,7 @@ METRICS_CASES = {
                           "remedies"),
 }
 def _summary_edit(change):
-    def edit(folder):
-        summary = json.loads((folder / "summary.json").read_text())
-        change(summary)
-        (folder / "summary.json").write_text(json.dumps(summary))
-    return edit
+    return _json_edit("summary.json", change)
 
 
 SUMMARY_CASES = {
