@@ -134,3 +134,17 @@ def test_not_a_dataset(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(CnnlabError, match="notes.txt: not a data set cnnlab can read"):
         load_dataset(str(tmp_path / "notes.txt"))
+
+
+def test_every_image_format_predict_reads_also_trains(tmp_path):
+    """A folder of TIFF (or BMP, GIF, WebP) images is a data set like one of PNGs, pixel for pixel."""
+    from PIL import Image
+
+    write_folder(tmp_path / "png", per_class=4)
+    for path in (tmp_path / "png").rglob("*.png"):
+        target = tmp_path / "tif" / path.relative_to(tmp_path / "png").with_suffix(".tif")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.open(path).save(target)
+    png, tif = load_dataset(str(tmp_path / "png"), holdout=1), load_dataset(str(tmp_path / "tif"), holdout=1)
+    np.testing.assert_array_equal(png.train_x, tif.train_x)
+    np.testing.assert_array_equal(png.test_y, tif.test_y)

@@ -36,7 +36,7 @@ from ..errors import CnnlabError
 from . import limits
 from .dataset import ImageDataset, check_holdout, printable, reason
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 ARCHIVE_EXTENSIONS = (".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 BACKGROUND = 255  # transparent pixels are composited on white
 PROGRESS_MIN_FILES = 2000  # a first decode of at least this many images shows a bar (on a terminal)
