@@ -137,7 +137,7 @@ def test_not_a_dataset(tmp_path):
 
 
 def test_every_image_format_predict_reads_also_trains(tmp_path):
-    """A folder of TIFF (or BMP, GIF, WebP) images is a data set like one of PNGs, pixel for pixel."""
+    """A folder of TIFF images (which `predict` reads) is a data set like one of PNGs, pixel for pixel."""
     from PIL import Image
 
     write_folder(tmp_path / "png", per_class=4)

@@ -103,24 +103,24 @@ def _verdict(v: str) -> str:
     return f'<span class="verdict {v.replace(" ", "-")}">{esc(v)}</span>'
 
 
-def _written_by_cnnlab(render: Callable[[Path], str]) -> Callable[[Path], str]:
-    """A page drawn from a JSON file of cnnlab's own (results.json, tour.json), read back as untrusted: a file
-    that is not what cnnlab writes is one line naming it, not a traceback from wherever a value is used."""
-    name = {"study_page": "results.json", "tour_page": "tour.json"}[render.__name__]
+def _written_by_cnnlab(name: str) -> Callable[[Callable[[Path], str]], Callable[[Path], str]]:
+    """A page drawn from `name`, a JSON file of cnnlab's own (results.json, tour.json), read back as untrusted:
+    a file that is not what cnnlab writes is one line naming it, not a traceback from wherever a value is used."""
+    def decorate(render: Callable[[Path], str]) -> Callable[[Path], str]:
+        @functools.wraps(render)
+        def checked(folder: Path) -> str:
+            try:
+                return render(folder)
+            except CnnlabError:
+                raise
+            except (ValueError, KeyError, TypeError, AttributeError, IndexError, OverflowError) as exc:
+                raise CnnlabError(f"{Path(folder) / name}: not what cnnlab writes ({exc.__class__.__name__}: "
+                                  f"{str(exc)[:80]})") from None
+        return checked
+    return decorate
 
-    @functools.wraps(render)
-    def checked(folder: Path) -> str:
-        try:
-            return render(folder)
-        except CnnlabError:
-            raise
-        except (ValueError, KeyError, TypeError, AttributeError, IndexError, OverflowError) as exc:
-            raise CnnlabError(f"{Path(folder) / name}: not what cnnlab writes ({exc.__class__.__name__}: "
-                              f"{str(exc)[:80]})") from None
-    return checked
 
-
-@_written_by_cnnlab
+@_written_by_cnnlab("results.json")
 def study_page(folder: Path) -> str:
     from ..studies.harness import fmt
 
@@ -156,7 +156,7 @@ def study_page(folder: Path) -> str:
 
 
 # ---- a tour ---------------------------------------------------------------------------------------------------
-@_written_by_cnnlab
+@_written_by_cnnlab("tour.json")
 def tour_page(folder: Path) -> str:
     t = json.loads((folder / "tour.json").read_text())
     table = "".join(f"<tr><td><a href=\"{esc(s['name'])}/report.html\">{esc(s['name'])}</a></td>"

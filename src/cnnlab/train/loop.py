@@ -63,8 +63,8 @@ class TrainState:
 
 
 def _counter_ok(key: str, v, images: int) -> bool:
-    def count(x) -> bool:
-        return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+    def whole(x, low: int = 0) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool) and x >= low
 
     def per_image(x, length: int | None = images) -> bool:
         return x is None or isinstance(x, torch.Tensor) and x.dim() == 1 and (length is None or len(x) == length)
@@ -74,13 +74,13 @@ def _counter_ok(key: str, v, images: int) -> bool:
     if key in ("best_accuracy", "train_seconds"):
         return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= -1
     if key == "order_epoch":
-        return isinstance(v, int) and not isinstance(v, bool) and v >= -1
+        return whole(v, -1)
     if key == "order":  # indices of training images
         return per_image(v, None) and (v is None or len(v) == 0 or (
             not v.is_floating_point() and 0 <= int(v.min()) and int(v.max()) < images))
     if key in ("weight", "sample_loss"):
         return per_image(v)
-    return count(v)
+    return whole(v)
 
 
 def train(cfg: TrainConfig, resume: bool = False,

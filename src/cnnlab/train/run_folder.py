@@ -90,6 +90,16 @@ def _texts(v) -> bool:
     return isinstance(v, list) and all(isinstance(x, str) for x in v)
 
 
+def _check_keys(path: Path, values: dict, required: dict, optional: dict) -> None:
+    """Each key of `required` present in `values`, and every key of either mapping that is present passing
+    its check; else one line naming `path` and the key."""
+    for key, ok in {**required, **optional}.items():
+        if key not in values and key in required:
+            raise CnnlabError(f"{path}: '{key}' is missing")
+        if key in values and not ok(values[key]):
+            raise CnnlabError(f"{path}: '{key}' has an impossible value {str(values[key])[:60]}")
+
+
 def _real(v) -> bool:
     return _number(v) and math.isfinite(v)
 
@@ -193,11 +203,7 @@ class RunFolder:
             raise CnnlabError(f"{self.spec}: not valid JSON ({exc})") from None
         if not isinstance(spec, dict):
             raise CnnlabError(f"{self.spec}: expected a JSON object, got {type(spec).__name__}")
-        for key, ok in {**_SPEC, **_OPTIONAL_SPEC}.items():
-            if key not in spec and key in _SPEC:
-                raise CnnlabError(f"{self.spec}: '{key}' is missing")
-            if key in spec and not ok(spec[key]):
-                raise CnnlabError(f"{self.spec}: '{key}' has an impossible value {str(spec[key])[:60]}")
+        _check_keys(self.spec, spec, _SPEC, _OPTIONAL_SPEC)
         if len(spec["classes"]) != spec["num_classes"] or \
                 not len(spec["mean"]) == len(spec["std"]) == spec["in_channels"]:
             raise CnnlabError(f"{self.spec}: classes, mean and std do not match num_classes and in_channels")
@@ -227,12 +233,8 @@ class RunFolder:
             raise CnnlabError(f"{self.summary}: not valid JSON ({exc})") from None
         if not isinstance(summary, dict):
             raise CnnlabError(f"{self.summary}: expected a JSON object")
-        checks = {**_SUMMARY_ANY, **(_SUMMARY_FINISHED if summary.get("status") == "finished" else {})}
-        for key, ok in checks.items():
-            if key in _SUMMARY_FINISHED and key not in summary:
-                raise CnnlabError(f"{self.summary}: '{key}' is missing")
-            if key in summary and not ok(summary[key]):
-                raise CnnlabError(f"{self.summary}: '{key}' has an impossible value {str(summary[key])[:60]}")
+        finished = summary.get("status") == "finished"
+        _check_keys(self.summary, summary, _SUMMARY_FINISHED if finished else {}, _SUMMARY_ANY)
         return summary
 
     def read_metrics(self) -> list[dict]:

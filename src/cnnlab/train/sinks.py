@@ -37,12 +37,14 @@ class MetricsLog(Sink):
         """Cut the file back to `offset` bytes, which must end a line of it: a checkpoint's offset past the end,
         or inside a line, belongs to another log, and cutting there would damage this one."""
         self.file.flush()
-        with open(self.path, "rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            inside = 0 < offset <= size and not (f.seek(offset - 1) >= 0 and f.read(1) == b"\n")
-        if offset > size or inside:
+        last = b"\n"  # offset 0 ends no line but cuts none either
+        if offset:
+            with open(self.path, "rb") as f:
+                f.seek(offset - 1)
+                last = f.read(1)  # b"" past the end
+        if last != b"\n":
             raise CnnlabError(f"{self.path}: the checkpoint's log position {offset} is not the end of one of its "
-                              f"{size} bytes' lines; the checkpoint is not this run's")
+                              f"{self.path.stat().st_size} bytes' lines; the checkpoint is not this run's")
         os.truncate(self.path, offset)
 
     def log(self, record: dict) -> None:
