@@ -2,7 +2,8 @@
 CIFAR-10 JPEG split, against the SGD recipe's 11 epochs (airbench94 with SGD and lookahead).
 
 Trains on the first 4,000 images of each class, validates on the last 1,000 (`--holdout 1000`). FLOPs are
-counted, not timed: 6 x the model's multiply-adds per image at the size each epoch trained at (the summary's
+counted, not timed: per image, at the size each epoch trained at, 2 per multiply-add of every conv and linear
+layer forward and 2 more for each gradient autograd computes (its weights', its input's: the summary's
 `train_flops`), so the ratio is the same on any machine. The SGD recipe's FLOPs are counted from its
 settings by the same rule (`--train-baseline` also trains it, side by side). In fp32 the same runs give the
 fp32 efficiency: achieved training FLOP/s over the FLOP/s of a 2048x2048 fp32 matmul in the same process.

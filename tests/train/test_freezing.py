@@ -1,14 +1,17 @@
 """Progressive freezing (--freeze-from EPOCH:LAYERS,...): which layers stop training and when, that the backward
 pass really skips them, the FLOPs counted, the monitor and resume, and bad schedules in one line."""
+import copy
+
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch.utils.flop_counter import FlopCounterMode
 
 from cnnlab.cli import main
 from cnnlab.models import create_model
 from cnnlab.models.summary import summarize
 from cnnlab.train import TrainConfig, train
-from cnnlab.train.finetune import layers_up_to
+from cnnlab.train.finetune import freeze
 from cnnlab.train.progressive import epoch_flops, frozen_at, parse_freezing
 
 
@@ -19,17 +22,33 @@ def test_the_schedule_gives_each_epoch_its_frozen_layers():
     assert parse_freezing("", 6) == [] and frozen_at([], 3) == 0
 
 
-def test_flops_leave_out_the_backward_work_of_frozen_layers():
-    """By hand from the summary's rows: forward 2 FLOPs per multiply-add everywhere, backward 4 in the layers
-    still training. airbench94's first 3 layers are the whitening conv and the first group's two convs."""
-    model = create_model("airbench94", num_classes=10, in_channels=3)
-    macs = {size: {r.name: r.macs for r in summarize(model, (3, size, size)).layers} for size in (16, 32)}
-    first3 = {size: m["whiten"] + m["layer1.conv1"] + m["layer1.conv2"] for size, m in macs.items()}
-    total = {size: sum(m.values()) for size, m in macs.items()}
+def test_a_share_of_the_run_freezes_after_that_many_epochs_at_any_length():
+    assert parse_freezing("28%:1", 11) == [(4, 1)]  # 3.08 epochs of 11 train the layer: frozen from the 4th
+    assert parse_freezing("28%:1, 60%:3", 10) == [(3, 1), (7, 3)]
+    assert parse_freezing("28%:1", 2) == parse_freezing("28%:1", 1) == [(1, 1)]  # short runs: frozen throughout
+
+
+def reference_flops_per_image(model, size: int, frozen: int, channels: int = 3) -> float:
+    """torch's own count (FlopCounterMode) of one training step's convolution and matmul FLOPs, forward and
+    backward as autograd runs them, with the first `frozen` layers frozen by the trainer's `freeze`."""
+    model = copy.deepcopy(model).train()
+    freeze(model, frozen)
+    with FlopCounterMode(display=False) as counter:
+        model(torch.randn(4, channels, size, size)).sum().backward()
+    return counter.get_total_flops() / 4
+
+
+@pytest.mark.parametrize("name", ["airbench94", "resnet20"])
+def test_flops_counted_are_the_work_autograd_does_with_the_first_layers_frozen(name):
+    """airbench94: the whitening filters never train (no weight gradient) and its input is the data; once the
+    whitening bias freezes, the first group's conv computes no input gradient either. resnet20: its skips
+    carry gradients around the frozen layers of a block."""
+    model = create_model(name, num_classes=10, in_channels=3)
     rows_at = {size: summarize(model, (3, size, size)).layers for size in (16, 32)}
-    flops = epoch_flops(rows_at, layers_up_to(model), [(16, 1)], 32, [(2, 3), (3, 5)], 3)
-    first5 = first3[32] + macs[32]["layer2.conv1"] + macs[32]["layer2.conv2"]
-    assert flops == [6 * total[16], 6 * total[32] - 4 * first3[32], 6 * total[32] - 4 * first5]
+    flops = epoch_flops(model, rows_at, [(16, 1)], 32, [(2, 1), (3, 3), (4, 5)], 4)
+    expected = [reference_flops_per_image(model, 16, 0)] + [reference_flops_per_image(model, 32, n) for n in (1, 3, 5)]
+    assert flops == pytest.approx(expected, rel=1e-9)
+    assert flops[1] > flops[2] > flops[3]
 
 
 def small_run(tmp_path, name="run", **kw) -> TrainConfig:

@@ -39,6 +39,12 @@ def one_line_error(capsys, argv, match):
     (["--prune", "0.5"], "--prune must be in [0, 0.5)"),
     (["--prune", "-0.1"], "--prune must be in [0, 0.5)"),
     (["--prune", "0.3", "--epochs", "3", "--batch-size", "100000"], "--prune 0.3 leaves"),
+    (["--lr-scale", "conv1.weight=0"], "--lr-scale: expected PATTERN=FACTOR items with a factor from 0.0001"),
+    (["--lr-scale", "conv1.weight=nan"], "got 'conv1.weight=nan'"),
+    (["--lr-scale", "conv1.weight=1e308"], "got 'conv1.weight=1e308'"),
+    (["--lr-scale", "whiten.bias=64"], "--lr-scale whiten.bias: no trainable parameter of resnet20 has that name"),
+    (["--freeze-from", "100%:1"], "needs a share below 100%"),
+    (["--freeze-from", "1e3%:1"], "expected EPOCH:LAYERS or PERCENT%:LAYERS"),
 ])
 def test_hostile_option_is_one_line(tmp_path, capsys, extra, match):
     one_line_error(capsys, ["train", *SMALL, *extra, "--out", str(tmp_path / "r")], match)

@@ -126,6 +126,16 @@ def test_norm_lr_scale_keeps_the_decay_per_step():
     assert norm["lr"] == 32.0 and norm["lr"] * norm["weight_decay"] == conv["lr"] * conv["weight_decay"]
 
 
+def test_lr_scale_multiplies_the_named_parameters_rate_and_keeps_their_decay_per_step():
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))
+    cfg = TrainConfig(lr=0.5, weight_decay=1e-3, decay_bn_and_bias=True, norm_lr_scale=64, lr_scale="0.bias=8,1.*=0.5")
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = {tuple(names[id(p)] for p in g["params"]): g for g in param_groups(model, cfg)}
+    assert set(groups) == {("0.weight",), ("0.bias",), ("1.weight", "1.bias")}
+    assert groups[("0.bias",)]["lr"] == 4.0 and groups[("1.weight", "1.bias")]["lr"] == 16.0  # 0.5 x 64 x 0.5
+    assert len({g["lr"] * g["weight_decay"] for g in groups.values()}) == 1
+
+
 def test_onecycle_starts_and_ends_where_asked():
     cfg = TrainConfig(epochs=10, warmup_epochs=2, warmup_from=0.2, decay_to=0.07)
     factors = [lr_factor(cfg, s, 10) for s in range(100)]

@@ -131,14 +131,18 @@ def parse_input_shape(text: str) -> tuple[int, int, int]:
     return parts[0], parts[1], parts[2]
 
 
+def dataflow(model: nn.Module, name: str | None = None) -> fx.GraphModule:
+    """`model` traced by torch.fx into its dataflow graph, with the layers the summary has rows for as nodes."""
+    try:
+        return fx.GraphModule(model, _LeafTracer().trace(model))
+    except Exception as exc:  # noqa: BLE001
+        raise CnnlabError(f"{name or type(model).__name__}: cannot trace the model for a summary ({exc})") from None
+
+
 def summarize(model: nn.Module, input_shape: tuple[int, int, int], name: str | None = None) -> ModelSummary:
     """Trace `model` on one zero image of `input_shape` (C, H, W). Raises CnnlabError if it cannot run."""
     label = name or type(model).__name__
-    try:
-        gm = fx.GraphModule(model, _LeafTracer().trace(model))
-    except Exception as exc:  # noqa: BLE001
-        raise CnnlabError(f"{label}: cannot trace the model for a summary ({exc})") from None
-    tracer = _Tracer(gm)
+    tracer = _Tracer(dataflow(model, label))
     was_training = model.training
     model.eval()
     try:

@@ -69,7 +69,8 @@ class TrainConfig:
     freeze: int | str = setting(0, "N: freeze the first N conv/linear layers (with their norms); backbone: every "
                                    "layer but the classifier head (0: none)")
     freeze_from: str = setting("", "progressive freezing: EPOCH:N,... from that epoch (1-based) on, the first N "
-                                   "conv/linear layers stop training, and the backward pass skips them (e.g. 7:3,9:5)")
+                                   "conv/linear layers stop training, and the backward pass skips them (e.g. 7:3,9:5; "
+                                   "PERCENT%:N freezes them after that share of the epochs, e.g. 28%:1)")
     pretrained_lr_scale: float = setting(1.0, "lr multiplier for the weights --init-from loaded (the new head "
                                               "keeps the full lr)")
     # how long
@@ -97,6 +98,8 @@ class TrainConfig:
     label_smoothing: float = setting(0.0, "label smoothing of the cross-entropy")
     grad_clip: float = setting(0.0, "clip the global gradient norm to this (0: off)")
     norm_lr_scale: float = setting(1.0, "lr multiplier for batch-norm parameters (their decay per step kept)")
+    lr_scale: str = setting("", "lr multipliers by parameter name: PATTERN=FACTOR,... with shell-style patterns, "
+                                "e.g. whiten.bias=64 (the decay per step kept, as with --norm-lr-scale)")
     lookahead: bool = setting(False, "airbench's lookahead: every 5 steps pull the weights toward a slow average")
     # gradient health (see diagnose/)
     monitor_every: int = setting(10, "steps between per-layer gradient-health samples, after dense sampling in "
@@ -175,6 +178,7 @@ class TrainConfig:
         from ..data import check_holdout  # here, not at the top: `cnnlab --help` reads the help without torch
         from ..data.augment import parse_policy
 
+        from .optim import parse_lr_scale
         from .progressive import parse_freezing, parse_plan
 
         check_holdout(self.holdout)
@@ -182,6 +186,7 @@ class TrainConfig:
             raise CnnlabError("--freeze-from freezes the first layers as epochs go by; --freeze backbone has frozen "
                               "all but the head already: give one of them")
         parse_policy(self.augment)
+        parse_lr_scale(self.lr_scale)
         if sum(e for _, e in parse_plan(self.progressive, self.epochs)) >= self.epochs:
             raise CnnlabError(f"--progressive {self.progressive} covers all {self.epochs} epochs; leave at least the "
                               f"last at full size")

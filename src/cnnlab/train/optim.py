@@ -1,12 +1,33 @@
 """Optimisers and learning-rate schedules, built from the run config."""
 from __future__ import annotations
 
+import fnmatch
 import math
 
 import torch
 import torch.nn as nn
 
+from ..errors import CnnlabError
 from .config import TrainConfig
+
+LR_SCALE_RANGE = (1e-4, 1e4)  # a factor outside it overflows the decay coefficient it divides, or is a typo
+
+
+def parse_lr_scale(text: str) -> list[tuple[str, float]]:
+    """'whiten.bias=64,fc.*=0.5' -> [('whiten.bias', 64.0), ('fc.*', 0.5)]: rate multipliers by parameter name."""
+    scales = []
+    for item in filter(None, (t.strip() for t in (text or "").split(","))):
+        pattern, sep, factor = (t.strip() for t in item.partition("="))
+        try:
+            value = float(factor)
+        except ValueError:
+            value = math.nan
+        low, high = LR_SCALE_RANGE
+        if not (sep and pattern and low <= value <= high):
+            raise CnnlabError(f"--lr-scale: expected PATTERN=FACTOR items with a factor from {low:g} to {high:g}, "
+                              f"such as whiten.bias=64; got '{item}'")
+        scales.append((pattern, value))
+    return scales
 
 
 def param_groups(model: nn.Module, cfg: TrainConfig, pretrained: set[int] = frozenset()) -> list[dict]:
@@ -25,6 +46,12 @@ def param_groups(model: nn.Module, cfg: TrainConfig, pretrained: set[int] = froz
     norm_ids = {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase)
                 for p in m.parameters(recurse=False)}
     freezing, owner = parse_freezing(cfg.freeze_from, cfg.epochs), layers_up_to(model)
+    scales = parse_lr_scale(cfg.lr_scale)
+    trainable = [name for name, p in model.named_parameters() if p.requires_grad]
+    for pattern, _ in scales:
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in trainable):
+            raise CnnlabError(f"--lr-scale {pattern}: no trainable parameter of {cfg.model} has that name (they are "
+                              f"named like {', '.join(trainable[:3])})")
     groups: dict[str, dict] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -33,11 +60,12 @@ def param_groups(model: nn.Module, cfg: TrainConfig, pretrained: set[int] = froz
         epochs = min((e - 1 for e, n in freezing if layer <= n), default=cfg.epochs)
         decays = cfg.decay_bn_and_bias or p.ndim > 1
         scale = cfg.norm_lr_scale if id(p) in norm_ids and cfg.norm_lr_scale != 1 else 1.0
+        scale *= math.prod(factor for pattern, factor in scales if fnmatch.fnmatchcase(name, pattern))
         loaded = cfg.pretrained_lr_scale if id(p) in pretrained else 1.0
         muon = cfg.optimizer == "muon" and p.ndim == 4
         key = f"{decays}-{scale}-{loaded}-{muon}-{epochs}"
         if key not in groups:
-            lr = (cfg.muon_lr if muon else cfg.lr * scale) * loaded
+            lr = (cfg.muon_lr if muon else cfg.lr) * scale * loaded
             groups[key] = {"params": [], "lr": lr, "initial_lr": lr,
                            "weight_decay": cfg.weight_decay / scale if decays and not muon else 0.0}
             if cfg.optimizer == "muon":

@@ -7,6 +7,7 @@ run spent."""
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import CnnlabError
@@ -76,13 +77,19 @@ def crop(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
 
 def parse_freezing(text: str, epochs: int) -> list[tuple[int, int]]:
     """'7:3,9:5' -> [(7, 3), (9, 5)]: from epoch 7 (1-based) on, the first 3 conv/linear layers are frozen,
-    from epoch 9 on the first 5. Epochs rise, and so do the layer counts: a frozen layer stays frozen."""
+    from epoch 9 on the first 5. Epochs rise, and so do the layer counts: a frozen layer stays frozen. A share
+    ('28%:1') freezes them after that share of the run's `epochs`, rounded down (of 11 epochs: from epoch 4)."""
     schedule: list[tuple[int, int]] = []
     for item in filter(None, (t.strip() for t in (text or "").split(","))):
         epoch, sep, layers = (t.strip() for t in item.partition(":"))
-        if not (sep and epoch.isdecimal() and layers.isdecimal()):
-            raise CnnlabError(f"--freeze-from: expected EPOCH:LAYERS items such as 7:3,9:5, got '{item}'")
-        e, n = int(epoch), int(layers)
+        share = epoch[:-1] if epoch.endswith("%") else None
+        if not (sep and layers.isdecimal() and (epoch.isdecimal() or share is not None and _is_number(share))):
+            raise CnnlabError(f"--freeze-from: expected EPOCH:LAYERS or PERCENT%:LAYERS items such as 7:3,9:5 or "
+                              f"28%:1, got '{item}'")
+        if share is not None and not float(share) < 100:
+            raise CnnlabError(f"--freeze-from: '{item}' needs a share below 100% (the last epoch trains it)")
+        e = int(float(share) / 100 * epochs + 1e-9) + 1 if share is not None else int(epoch)
+        n = int(layers)
         if not 1 <= e <= epochs or n < 1:
             raise CnnlabError(f"--freeze-from: '{item}' needs an epoch in 1..{epochs} and at least 1 layer")
         if schedule and not (e > schedule[-1][0] and n > schedule[-1][1]):
@@ -92,27 +99,58 @@ def parse_freezing(text: str, epochs: int) -> list[tuple[int, int]]:
     return schedule
 
 
+def _is_number(text: str) -> bool:
+    """A plain decimal such as 28 or 27.5 (no sign, exponent, nan or inf)."""
+    return text.replace(".", "", 1).isdecimal()
+
+
 def frozen_at(schedule: list[tuple[int, int]], epoch: int) -> int:
     """The number of first layers frozen in 0-based `epoch`."""
     return max((n for e, n in schedule if epoch + 1 >= e), default=0)
 
 
-def image_step_flops(macs: float, frozen_macs: float = 0.0) -> float:
-    """One image's training FLOPs: 2 per multiply-add forward, and backward twice the forward's work (the
-    gradients of the weights and of the inputs) in every layer but the frozen first ones, which have neither."""
-    return 2 * macs + 4 * (macs - frozen_macs)
+def gradient_flow(model: nn.Module, trainable: set[int]) -> dict[str, tuple[bool, bool]]:
+    """Each layer of `model`'s dataflow graph -> (whether its weights get a gradient, whether its input does)
+    when the parameters whose ids are in `trainable` train. Autograd computes an input's gradient only where
+    something trainable lies upstream of it, so the first layer never does (its input is the data), nor the
+    first one after a frozen start; a weight that does not train (airbench's whitening filters) has none."""
+    from ..models.summary import dataflow
+
+    params = dict(model.named_parameters())
+    carries: dict = {}  # node -> whether its output carries a gradient back to something trainable
+    flow: dict[str, tuple[bool, bool]] = {}
+    for node in dataflow(model).graph.nodes:
+        upstream = any(carries.get(a, False) for a in node.all_input_nodes)
+        own: list = []
+        if node.op == "get_attr" and node.target in params:
+            own = [params[node.target]]
+        elif node.op == "call_module":
+            own = list(model.get_submodule(node.target).parameters())
+            weights = any(id(p) in trainable for p in own if p.ndim > 1)
+            before = flow.get(node.target, (False, False))  # a layer called twice: either call's work
+            flow[node.target] = (weights or before[0], upstream or before[1])
+        carries[node] = upstream or any(id(p) in trainable for p in own)
+    return flow
 
 
-def epoch_flops(rows_at: dict, owner: dict[str, int], plan: list[tuple[int, int]], full: int,
+def epoch_flops(model: nn.Module, rows_at: dict, plan: list[tuple[int, int]], full: int,
                 freezing: list[tuple[int, int]], epochs: int) -> list[float]:
-    """Each epoch's training FLOPs per image: the multiply-adds of the model's summary rows at the epoch's size
-    (`rows_at`: size -> ModelSummary.layers), less the backward work of the layers frozen then (`owner`:
-    finetune.layers_up_to). Rows the summary cannot tie to a module count as trained."""
+    """Each epoch's training FLOPs per image: of every layer in the model's summary rows at the epoch's size
+    (`rows_at`: size -> ModelSummary.layers), 2 FLOPs per multiply-add forward, 2 more for its weights'
+    gradient and 2 for its input's where autograd computes them (`gradient_flow`) with the first layers frozen
+    then (`freezing`). Rows the graph cannot tie to a layer count as fully trained."""
+    from .finetune import layers_up_to
+
+    owner = layers_up_to(model)
+    flows: dict[int, dict] = {}
     flops = []
     for epoch in range(epochs):
-        rows, frozen = rows_at[size_at(plan, epoch, full)], frozen_at(freezing, epoch)
-        frozen_macs = sum(r.macs for r in rows if frozen and owner.get(r.name, frozen + 1) <= frozen)
-        flops.append(image_step_flops(sum(r.macs for r in rows), frozen_macs))
+        frozen = frozen_at(freezing, epoch)
+        if frozen not in flows:
+            flows[frozen] = gradient_flow(model, {id(p) for name, p in model.named_parameters()
+                                                  if p.requires_grad and owner[name.rpartition(".")[0]] > frozen})
+        rows = rows_at[size_at(plan, epoch, full)]
+        flops.append(sum(r.macs * (2 + 2 * sum(flows[frozen].get(r.name, (True, True)))) for r in rows))
     return flops
 
 

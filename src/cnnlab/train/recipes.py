@@ -52,15 +52,16 @@ def settings_flops(settings: dict, images: int, size: int = 32, channels: int = 
     training images of size x size, counted without training by the rule of the trainer's `train_flops`."""
     from ..models import create_model
     from ..models.summary import summarize
-    from .finetune import layers_up_to
     from .progressive import epoch_flops, parse_freezing, parse_plan, training_flops
     from .pruning import epoch_lengths
 
-    model, epochs = create_model(settings["model"], num_classes=classes, in_channels=channels), settings["epochs"]
+    model = create_model(settings["model"], num_classes=classes, in_channels=channels,
+                         **settings.get("model_kwargs", {}))
+    epochs = settings["epochs"]
     plan = parse_plan(settings.get("progressive", ""), epochs)
     rows_at = {s: summarize(model, (channels, s, s)).layers for s in {size, *(s for s, _ in plan)}}
-    per_image = epoch_flops(rows_at, layers_up_to(model), plan, size,
-                            parse_freezing(settings.get("freeze_from", ""), epochs), epochs)
+    freezing = parse_freezing(settings.get("freeze_from", ""), epochs)
+    per_image = epoch_flops(model, rows_at, plan, size, freezing, epochs)
     lengths = epoch_lengths(images, settings["batch_size"], epochs, settings.get("prune", 0.0))
     return training_flops(lengths, sum(lengths), settings["batch_size"], per_image)
 

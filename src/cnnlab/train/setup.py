@@ -29,7 +29,7 @@ from ..runtime.device import (cpu_has_native_bf16, cpu_name, keep_freed_memory, 
 from ..runtime.memory import create_model_within_memory, ensure_fits
 from ..runtime.tensors import channel_stats, normalize, to_device
 from .config import TrainConfig
-from .finetune import describe_init, freeze, init_from, layer_names, layers_up_to, pretrained_parameters
+from .finetune import describe_init, freeze, init_from, layer_names, pretrained_parameters
 from .lookahead import Lookahead
 from .optim import build_optimizer
 from .progressive import check_sizes, epoch_flops, parse_freezing, parse_plan
@@ -168,8 +168,7 @@ def _setup(cfg: TrainConfig, resume: bool, callbacks: Callbacks, ranks: distribu
     # the FLOPs counted leave out the backward work of what --freeze keeps frozen from the start, too
     static = len(layer_names(model)) - 1 if cfg.freeze == "backbone" else cfg.freeze
     rows_at = {size: stats.layers, **{s: summarize(model, (ds.channels, s, s), cfg.model).layers for s, _ in plan}}
-    flops_per_image = epoch_flops(rows_at, layers_up_to(model), plan, size,
-                                  [(1, static)] * bool(static) + freezing, cfg.epochs)
+    flops_per_image = epoch_flops(model, rows_at, plan, size, [(1, static)] * bool(static) + freezing, cfg.epochs)
     if cfg.val_fraction > 0:
         fit_idx, val_idx = stratified_split(ds.train_y, cfg.val_fraction, cfg.seed)
         if len(val_idx) == 0:  # no image to choose the best epoch on: it would never be chosen
