@@ -179,6 +179,11 @@ def _nan(tensors):
     tensors[_first_float(tensors)][0].fill_(float("nan"))
 
 
+def _to_integers(tensors):
+    key = _first_float(tensors)
+    tensors[key] = tensors[key].to(torch.int32)  # the same shape, every filter truncated to whole numbers
+
+
 def _reshape(tensors):
     key = _first_float(tensors)
     tensors[key] = torch.zeros(tensors[key].numel() + 1)
@@ -207,6 +212,7 @@ WEIGHT_CASES = {
     "truncated": (_truncate, "best.safetensors"),
     "nan": (_weights_edit(_nan), "NaN"),
     "wrong-shape": (_weights_edit(_reshape), "the model expects"),
+    "integer-filters": (_weights_edit(_to_integers), "is stored as int32, the model holds float32"),
 }
 METRICS_CASES = {
     "no-loss": (lambda f: (f / "metrics.jsonl").write_text('{"type": "step", "step": 1, "epoch": 1}\n'), "loss"),

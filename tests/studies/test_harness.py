@@ -6,7 +6,7 @@ import pytest
 
 from cnnlab.errors import CnnlabError
 from cnnlab.studies import NAMES, get
-from cnnlab.studies.harness import (INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Compare, combine, judge, table,
+from cnnlab.studies.harness import (BUDGETS, INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Compare, combine, judge, table,
                                     verdict)
 
 HIGH = Compare("test_accuracy", "a", "b")
@@ -125,3 +125,36 @@ def test_a_finished_run_is_reused_only_with_the_same_settings(tmp_path):
     assert train_one({"model": "cnn"}, {"data": "digits", "epochs": 1}, 0, run).path == run  # not trained again
     with pytest.raises(CnnlabError, match="other settings \\(epochs: 1, not 2\\)"):
         train_one({"model": "cnn"}, {"data": "digits", "epochs": 2}, 0, run)
+
+
+def test_an_interrupted_run_of_a_study_continues_from_its_checkpoint(tmp_path):
+    from cnnlab.studies.harness import train_one
+    from cnnlab.train import TrainConfig, train
+
+    base = {**BUDGETS["tiny"]["train"], "epochs": 2}
+    run = tmp_path / "a-s0"
+
+    def interrupt(model, step):
+        if (run / "checkpoints" / "latest").exists():  # in the second epoch, after the first one's checkpoint
+            raise KeyboardInterrupt
+
+    settings = {**base, "model": "cnn", "seed": 0, "out": str(run), "quiet": True, "report": False}
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig.from_dict(settings), on_step=interrupt)
+    assert (run / "checkpoints").is_dir() and not (run / "summary.json").exists()
+    summary = train_one({"model": "cnn"}, base, 0, run).read_summary()
+    assert summary["status"] == "finished" and summary["epochs"] == 2
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["tour", "--seeds", "99999999999999999999"], "--seeds must be from 1 to 100, got 99999999999999999999"),
+    (["study", "filters", "--seeds", "0"], "--seeds must be from 1 to 100, got 0"),
+    (["study", "filters", "--data", ""], "--data is empty"),
+])
+def test_a_bad_study_option_is_one_line_of_its_own(tmp_path, capsys, argv, match):
+    from cnnlab.cli import main
+
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith("cnnlab: error:") and match in err[-1], err
+    assert not (tmp_path / "out" / "results.json").exists()

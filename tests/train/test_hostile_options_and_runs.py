@@ -45,6 +45,12 @@ def one_line_error(capsys, argv, match):
     (["--lr-scale", "whiten.bias=64"], "--lr-scale whiten.bias: no trainable parameter of resnet20 has that name"),
     (["--freeze-from", "100%:1"], "needs a share below 100%"),
     (["--freeze-from", "1e3%:1"], "expected EPOCH:LAYERS or PERCENT%:LAYERS"),
+    (["--freeze-from", "\u0663%:1"], "expected EPOCH:LAYERS or PERCENT%:LAYERS"),  # an Arabic-Indic 3
+    (["--lr-scale", "*=\u0663"], "--lr-scale: expected PATTERN=FACTOR"),
+    (["--lr-scale", "*=1_0"], "--lr-scale: expected PATTERN=FACTOR"),
+    (["--lr-scale", "fc.weight=1e4,fc.weight=1e4"], "multiply the rate of fc.weight by 1e+08 in all"),
+    (["--lr-scale", ",".join(["fc.weight=1e-4"] * 100)], "multiply the rate of fc.weight by 0 in all"),
+    (["--norm-lr-scale", "0", "--decay-bn-and-bias"], "--norm-lr-scale must be from 0.0001 to 10000, got 0"),
 ])
 def test_hostile_option_is_one_line(tmp_path, capsys, extra, match):
     one_line_error(capsys, ["train", *SMALL, *extra, "--out", str(tmp_path / "r")], match)
@@ -64,6 +70,7 @@ def test_out_naming_a_file_and_config_naming_a_folder(tmp_path, capsys):
     ("epochs: !!python/object/apply:os.system ['true']\n", "not valid YAML"),
     ("lr: fast\n", "'lr' must be a float"),
     ("bogus: 1\n", "unknown setting 'bogus'"),
+    ("freeze_from: 7:3\n", "got 423 (quote it: YAML reads unquoted text such as 7:3 as a number)"),
 ])
 def test_hostile_config_file_is_one_line(tmp_path, capsys, text, match):
     (tmp_path / "run.yaml").write_text(text)

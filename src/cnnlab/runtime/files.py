@@ -67,8 +67,9 @@ def save_weights(model: torch.nn.Module, path: Path) -> None:
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:
-    """Load a weights file into `model`, refusing in one line a file whose keys or shapes do not fit it, or
-    whose values are not finite (a damaged or tampered file would otherwise predict NaN)."""
+    """Load a weights file into `model`, refusing in one line a file whose keys, shapes or kinds of number
+    (integer or floating point) do not fit it, or whose values are not finite (a damaged or tampered file
+    would otherwise predict NaN)."""
     path = Path(path)
     if not path.exists():
         raise CnnlabError(f"{path}: weights file not found")
@@ -80,6 +81,9 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
         if tuple(state[key].shape) != tuple(value.shape):
             raise CnnlabError(f"{path}: '{key}' has shape {tuple(state[key].shape)}, the model expects "
                               f"{tuple(value.shape)}")
+        if state[key].is_floating_point() != value.is_floating_point():  # an int32 filter would load as zeros
+            raise CnnlabError(f"{path}: '{key}' is stored as {str(state[key].dtype).removeprefix('torch.')}, the "
+                              f"model holds {str(value.dtype).removeprefix('torch.')}; the weights are damaged")
         if state[key].is_floating_point() and not torch.isfinite(state[key]).all():
             raise CnnlabError(f"{path}: '{key}' holds NaN or infinite values; the weights are damaged")
     extra = sorted(set(state) - set(expected))

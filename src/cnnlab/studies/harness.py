@@ -180,11 +180,15 @@ def slug(label: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")[:60]
 
 
-def base_settings(budget: str, data: str | None = None) -> dict:
+def check_budget(budget: str) -> None:
     if budget not in BUDGETS:
         raise CnnlabError(f"--budget must be one of small, full, got '{budget}'")
+
+
+def base_settings(budget: str, data: str | None = None) -> dict:
+    check_budget(budget)
     base = dict(BUDGETS[budget]["train"])
-    if data:
+    if data is not None:  # an empty --data is the trainer's to refuse, not a silent default
         base["data"] = data
         if data != CIFAR10:
             base.pop("holdout", None)
@@ -193,7 +197,8 @@ def base_settings(budget: str, data: str | None = None) -> dict:
 
 def train_one(overrides: dict, base: dict, seed: int, run_dir: Path) -> RunFolder:
     """One contender, one seed, through the ordinary trainer; a run the trainer stopped (NaN) still has its
-    folder and summary, and its measures say so. A finished run folder is reused, not trained again."""
+    folder and summary, and its measures say so. A finished run folder is reused, not trained again, and an
+    interrupted one resumed."""
     from ..train import TrainConfig, train
 
     folder = RunFolder(run_dir)
@@ -207,24 +212,38 @@ def train_one(overrides: dict, base: dict, seed: int, run_dir: Path) -> RunFolde
                               f"not {settings[differ[0]]!r}); choose another --out or remove that folder")
         return folder
     cfg = TrainConfig.from_dict(settings, f"contender {run_dir.name}")
+    # an interrupted study left this run unfinished: it continues from its checkpoint (the trainer refuses one
+    # whose settings differ)
+    resume = folder.has_checkpoint
     # the run's warnings (a study provokes vanishing gradients on purpose) stay in its metrics log, which the
     # study's measures and report read; on stderr they would bury the study's own lines
     with contextlib.redirect_stderr(io.StringIO()):
         try:
-            train(cfg)
+            train(cfg, resume=resume)
         except TrainingStopped:
             pass
     return folder
 
 
+MAX_SEEDS = 100
+
+
+def check_seeds(seeds: int | None, budget: str) -> int:
+    """--seeds, or the budget's count when not given."""
+    check_budget(budget)
+    if seeds is None:
+        return BUDGETS[budget]["seeds"]
+    if not 1 <= seeds <= MAX_SEEDS:
+        raise CnnlabError(f"--seeds must be from 1 to {MAX_SEEDS}, got {seeds}")
+    return seeds
+
+
 def run_study(study: Study, out: Path, budget: str = "small", seeds: int | None = None, data: str | None = None,
               quiet: bool = False, report: bool = True) -> dict:
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     base = base_settings(budget, data)
-    seeds = seeds or BUDGETS[budget]["seeds"]
-    if seeds < 1:
-        raise CnnlabError(f"--seeds must be at least 1, got {seeds}")
+    seeds = check_seeds(seeds, budget)
+    out.mkdir(parents=True, exist_ok=True)
     contenders = study.contenders(budget)
     measures = COMMON + study.measures
     ctx = {"budget": budget, "base": base, "out": out}
@@ -242,11 +261,16 @@ def run_study(study: Study, out: Path, budget: str = "small", seeds: int | None 
             t0 = time.perf_counter()
             if not quiet:
                 print(f"[{n}/{total}] {study.name}: {label}, seed {seed} ...", end=" ", file=sys.stderr, flush=True)
-            figures = study.runner(label, overrides, seed, run_dir, base, ctx) if study.runner else None
-            if figures is not None:
+            try:
+                figures = study.runner(label, overrides, seed, run_dir, base, ctx) if study.runner else None
+                folder = train_one(overrides, base, seed, run_dir) if figures is None else None
+            except CnnlabError:
+                if not quiet:  # the error's line starts on its own, not after the progress line
+                    print(file=sys.stderr, flush=True)
+                raise
+            if folder is None:
                 status, diagnoses, curve = "finished", [], []
             else:
-                folder = train_one(overrides, base, seed, run_dir)
                 summary = folder.read_summary()
                 status = summary.get("status", "finished")
                 diagnoses = sorted({d["kind"] for d in summary.get("diagnoses") or []})

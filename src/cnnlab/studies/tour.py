@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from . import NAMES, get
-from .harness import run_study
+from .harness import check_seeds, run_study
 
 
 def run_tour(out: Path, budget: str = "small", seeds: int | None = None, quiet: bool = False,
@@ -15,6 +15,7 @@ def run_tour(out: Path, budget: str = "small", seeds: int | None = None, quiet: 
     from ..report.html import write_report
 
     out = Path(out)
+    check_seeds(seeds, budget)  # before any folder is made
     out.mkdir(parents=True, exist_ok=True)
     started, entries = time.perf_counter(), []
     for name in only or NAMES:

@@ -178,7 +178,7 @@ class TrainConfig:
         from ..data import check_holdout  # here, not at the top: `cnnlab --help` reads the help without torch
         from ..data.augment import parse_policy
 
-        from .optim import parse_lr_scale
+        from .optim import LR_SCALE_RANGE, parse_lr_scale
         from .progressive import parse_freezing, parse_plan
 
         check_holdout(self.holdout)
@@ -187,6 +187,9 @@ class TrainConfig:
                               "all but the head already: give one of them")
         parse_policy(self.augment)
         parse_lr_scale(self.lr_scale)
+        if not LR_SCALE_RANGE[0] <= self.norm_lr_scale <= LR_SCALE_RANGE[1]:
+            raise CnnlabError(f"--norm-lr-scale must be from {LR_SCALE_RANGE[0]:g} to {LR_SCALE_RANGE[1]:g}, got "
+                              f"{self.norm_lr_scale:g}")
         if sum(e for _, e in parse_plan(self.progressive, self.epochs)) >= self.epochs:
             raise CnnlabError(f"--progressive {self.progressive} covers all {self.epochs} epochs; leave at least the "
                               f"last at full size")
@@ -253,7 +256,9 @@ def check_types(values: dict, source: str) -> dict:
         if not any(isinstance(value, k) and not (k is int and isinstance(value, bool)) for k in kinds
                    if k is not type(None)):
             wanted = " or ".join(k.__name__ for k in kinds if k is not type(None))
-            raise CnnlabError(f"{source}: '{key}' must be {_article(wanted)} {wanted}, got {value!r}")
+            # YAML 1.1 reads an unquoted 7:3 as the base-60 number 423
+            hint = " (quote it: YAML reads unquoted text such as 7:3 as a number)" if str in kinds else ""
+            raise CnnlabError(f"{source}: '{key}' must be {_article(wanted)} {wanted}, got {value!r}{hint}")
     return values
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import re
 
 import torch
 import torch.nn as nn
@@ -11,6 +12,7 @@ from ..errors import CnnlabError
 from .config import TrainConfig
 
 LR_SCALE_RANGE = (1e-4, 1e4)  # a factor outside it overflows the decay coefficient it divides, or is a typo
+NUMBER = re.compile(r"[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?|\.[0-9]+([eE][-+]?[0-9]+)?")  # ASCII, unsigned
 
 
 def parse_lr_scale(text: str) -> list[tuple[str, float]]:
@@ -18,10 +20,7 @@ def parse_lr_scale(text: str) -> list[tuple[str, float]]:
     scales = []
     for item in filter(None, (t.strip() for t in (text or "").split(","))):
         pattern, sep, factor = (t.strip() for t in item.partition("="))
-        try:
-            value = float(factor)
-        except ValueError:
-            value = math.nan
+        value = float(factor) if NUMBER.fullmatch(factor) else math.nan
         low, high = LR_SCALE_RANGE
         if not (sep and pattern and low <= value <= high):
             raise CnnlabError(f"--lr-scale: expected PATTERN=FACTOR items with a factor from {low:g} to {high:g}, "
@@ -61,6 +60,9 @@ def param_groups(model: nn.Module, cfg: TrainConfig, pretrained: set[int] = froz
         decays = cfg.decay_bn_and_bias or p.ndim > 1
         scale = cfg.norm_lr_scale if id(p) in norm_ids and cfg.norm_lr_scale != 1 else 1.0
         scale *= math.prod(factor for pattern, factor in scales if fnmatch.fnmatchcase(name, pattern))
+        if not LR_SCALE_RANGE[0] <= scale <= LR_SCALE_RANGE[1]:
+            raise CnnlabError(f"--lr-scale and --norm-lr-scale multiply the rate of {name} by {scale:g} in all; "
+                              f"keep it from {LR_SCALE_RANGE[0]:g} to {LR_SCALE_RANGE[1]:g}")
         loaded = cfg.pretrained_lr_scale if id(p) in pretrained else 1.0
         muon = cfg.optimizer == "muon" and p.ndim == 4
         key = f"{decays}-{scale}-{loaded}-{muon}-{epochs}"

@@ -6,6 +6,8 @@ rate that decays to zero, the late epochs would move them little anyway. Also th
 run spent."""
 from __future__ import annotations
 
+import re
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -83,7 +85,8 @@ def parse_freezing(text: str, epochs: int) -> list[tuple[int, int]]:
     for item in filter(None, (t.strip() for t in (text or "").split(","))):
         epoch, sep, layers = (t.strip() for t in item.partition(":"))
         share = epoch[:-1] if epoch.endswith("%") else None
-        if not (sep and layers.isdecimal() and (epoch.isdecimal() or share is not None and _is_number(share))):
+        when = _is_number(epoch, whole=True) if share is None else _is_number(share)
+        if not (sep and when and _is_number(layers, whole=True)):
             raise CnnlabError(f"--freeze-from: expected EPOCH:LAYERS or PERCENT%:LAYERS items such as 7:3,9:5 or "
                               f"28%:1, got '{item}'")
         if share is not None and not float(share) < 100:
@@ -99,9 +102,10 @@ def parse_freezing(text: str, epochs: int) -> list[tuple[int, int]]:
     return schedule
 
 
-def _is_number(text: str) -> bool:
-    """A plain decimal such as 28 or 27.5 (no sign, exponent, nan or inf)."""
-    return text.replace(".", "", 1).isdecimal()
+def _is_number(text: str, whole: bool = False) -> bool:
+    """A plain ASCII number such as 28 (or, unless `whole`, 27.5): no sign, exponent, nan, inf, '_' or digits
+    of other scripts, all of which float() would take."""
+    return re.fullmatch(r"[0-9]+" if whole else r"[0-9]+(\.[0-9]+)?", text) is not None
 
 
 def frozen_at(schedule: list[tuple[int, int]], epoch: int) -> int:
