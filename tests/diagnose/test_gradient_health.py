@@ -51,17 +51,17 @@ def test_healthy_resnet_raises_no_alarm(tmp_path):
 
 @register_model("test-only")
 def flaky_net(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
-    """A small CNN whose output is NaN on its 7th forward pass with gradients only (tracing for the summary
-    counts as one): a transient fault."""
+    """A small CNN whose output is NaN on its 6th training batch only (step 6): a transient fault."""
 
     class Flaky(nn.Sequential):
         calls = 0
 
         def forward(self, x):
             out = super().forward(x)
-            if self.training and torch.is_grad_enabled():
+            # training batches only: not the symbolic passes torch.fx makes for the summary and the FLOP count
+            if self.training and torch.is_grad_enabled() and isinstance(out, torch.Tensor):
                 Flaky.calls += 1
-                if Flaky.calls == 7:
+                if Flaky.calls == 6:
                     out = out * float("nan")
             return out
 
