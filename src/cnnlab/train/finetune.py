@@ -28,14 +28,14 @@ def layer_names(model: nn.Module) -> list[str]:
     return [name for name, m in model.named_modules() if isinstance(m, LAYERS)]
 
 
-def layers_up_to(model: nn.Module) -> dict[str, int]:
-    """Each module's name -> the number of conv/linear layers declared up to it (itself included): `--freeze N`
-    takes the modules where it is at most N, a layer's norm with it."""
+def parameter_layers(model: nn.Module) -> dict[str, int]:
+    """Each parameter's name -> the number of conv/linear layers declared up to its module (itself included):
+    `--freeze N` and `--freeze-from` take the parameters where it is at most N, a layer's norm with it."""
     owner, count = {}, 0
     for name, m in model.named_modules():
         count += isinstance(m, LAYERS)
         owner[name] = count
-    return owner
+    return {name: owner[name.rpartition(".")[0]] for name, _ in model.named_parameters()}
 
 
 def head_keys(model: nn.Module) -> set[str]:
@@ -150,8 +150,7 @@ def freeze(model: nn.Module, what: int | str) -> list[str]:
         if what >= len(names):
             raise CnnlabError(f"--freeze {what}: the model has {plural(len(names), 'layer')}; freezing them all "
                               f"leaves nothing to train")
-        owner = layers_up_to(model)
-        frozen = [n for n, _ in model.named_parameters() if owner[n.rpartition(".")[0]] <= what]
+        frozen = [n for n, layer in parameter_layers(model).items() if layer <= what]
     params = dict(model.named_parameters())
     for n in frozen:
         params[n].requires_grad_(False)

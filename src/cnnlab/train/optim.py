@@ -39,12 +39,12 @@ def param_groups(model: nn.Module, cfg: TrainConfig, pretrained: set[int] = froz
     orthogonalised steps at `muon_lr`, no decay: their norm is fixed). With `freeze_from`, the layers that
     freeze at epoch E form groups whose schedule ends at E - 1 (`epochs`): their rate reaches the schedule's
     end as they freeze, as in FreezeOut, instead of stopping them mid-stride."""
-    from .finetune import layers_up_to
+    from .finetune import parameter_layers
     from .progressive import parse_freezing
 
     norm_ids = {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase)
                 for p in m.parameters(recurse=False)}
-    freezing, owner = parse_freezing(cfg.freeze_from, cfg.epochs), layers_up_to(model)
+    freezing, layers = parse_freezing(cfg.freeze_from, cfg.epochs), parameter_layers(model)
     scales = parse_lr_scale(cfg.lr_scale)
     trainable = [name for name, p in model.named_parameters() if p.requires_grad]
     for pattern, _ in scales:
@@ -55,7 +55,7 @@ def param_groups(model: nn.Module, cfg: TrainConfig, pretrained: set[int] = froz
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        layer = owner[name.rpartition(".")[0]]
+        layer = layers[name]
         epochs = min((e - 1 for e, n in freezing if layer <= n), default=cfg.epochs)
         decays = cfg.decay_bn_and_bias or p.ndim > 1
         scale = cfg.norm_lr_scale if id(p) in norm_ids and cfg.norm_lr_scale != 1 else 1.0

@@ -143,16 +143,16 @@ def epoch_flops(model: nn.Module, rows_at: dict, plan: list[tuple[int, int]], fu
     (`rows_at`: size -> ModelSummary.layers), 2 FLOPs per multiply-add forward, 2 more for its weights'
     gradient and 2 for its input's where autograd computes them (`gradient_flow`) with the first layers frozen
     then (`freezing`). Rows the graph cannot tie to a layer count as fully trained."""
-    from .finetune import layers_up_to
+    from .finetune import parameter_layers
 
-    owner = layers_up_to(model)
+    layers = parameter_layers(model)
     flows: dict[int, dict] = {}
     flops = []
     for epoch in range(epochs):
         frozen = frozen_at(freezing, epoch)
         if frozen not in flows:
             flows[frozen] = gradient_flow(model, {id(p) for name, p in model.named_parameters()
-                                                  if p.requires_grad and owner[name.rpartition(".")[0]] > frozen})
+                                                  if p.requires_grad and layers[name] > frozen})
         rows = rows_at[size_at(plan, epoch, full)]
         flops.append(sum(r.macs * (2 + 2 * sum(flows[frozen].get(r.name, (True, True)))) for r in rows))
     return flops
