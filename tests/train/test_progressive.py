@@ -78,7 +78,8 @@ def test_the_model_sees_the_planned_sizes_and_the_summary_counts_them(tmp_path, 
 
 
 @pytest.mark.parametrize("value, culprit", [("16", "SIZE:EPOCHS"), ("16:x", "SIZE:EPOCHS"), ("16:1.5", "SIZE:EPOCHS"),
-                                            ("²:1", "SIZE:EPOCHS"), ("0:1", "must be positive"), ("16:0", "must be positive"),
+                                            ("²:1", "SIZE:EPOCHS"), ("٣:1", "SIZE:EPOCHS"),
+                                            ("16:٣%", "SIZE:EPOCHS"), ("0:1", "must be positive"), ("16:0", "must be positive"),
                                             ("8:2,12:1", "covers all 3 epochs"), ("40:1", "outside")])
 def test_a_bad_plan_is_one_line_and_exit_2(tmp_path, capsys, value, culprit):
     argv = ["train", "--model", "resnet20", "--model-kwargs", "width=0.25", "--image-size", "16", "--epochs", "3",

@@ -23,7 +23,7 @@ def parse_plan(text: str, epochs: int) -> list[tuple[int, int]]:
         size, sep, length = (t.strip() for t in item.partition(":"))
         percent = length.endswith("%")
         number = length[:-1] if percent else length
-        if not (sep and size.isdecimal() and number.replace(".", "", 1).isdecimal() and (percent or number.isdecimal())):
+        if not (sep and _is_number(size, whole=True) and _is_number(number, whole=not percent)):
             raise CnnlabError(f"--progressive: expected SIZE:EPOCHS or SIZE:PERCENT% items such as 16:2,24:3 or "
                               f"16:20%,24:40%, got '{item}'")
         if int(size) < 1 or float(number) <= 0:
