@@ -24,6 +24,35 @@ def test_the_recipe_picks_a_variant_and_an_option_overrides_it():
         ("muon", "muon", 3, VARIANTS["muon"].get("progressive", ""))
 
 
+@pytest.mark.parametrize("options, native_bf16, gpu, reason", [
+    ([], True, False, "native bf16"), ([], False, False, "trains in fp32"),
+    (["--precision", "fp32"], True, False, "trains in fp32"), (["--precision", "bf16"], False, False, "trains in fp32"),
+    (["--precision", "fp16"], True, False, "trains in fp32"), ([], False, True, "on a GPU"),
+    (["--device", "cpu"], False, True, "trains in fp32"), (["--device", "cpu"], True, True, "native bf16"),
+])
+def test_the_pick_and_its_reason_follow_the_hardware_and_the_precision(monkeypatch, options, native_bf16, gpu,
+                                                                       reason):
+    import torch
+
+    from cnnlab.runtime import device
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: native_bf16)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+    cfg = cli_config(["--recipe", "cifar10-fast", "--data", "digits", *options])
+    picked, why = pick_variant("cifar10-fast", cfg.device, cfg.precision)
+    assert cfg.variant == picked == "sgd" and reason in why
+
+
+def test_a_cpu_without_native_bf16_is_told_what_the_cheaper_variant_costs(tmp_path, monkeypatch, capsys):
+    from cnnlab.runtime import device
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
+    out = tmp_path / "run"
+    assert main(["train", "--recipe", "cifar10-fast", "--data", "digits", "--epochs", "1", "--image-size", "16",
+                 "--model-kwargs", "width=0.25", "--batch-size", "256", "--no-report", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "recipe cifar10-fast, variant sgd (the default: " in err and "trains in fp32" in err
+    assert "--variant half spends half the FLOPs" in err
+
+
 def test_a_run_records_its_variant_and_says_it(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--recipe", "cifar10-fast", "--variant", "sgd", "--data", "digits", "--epochs", "1",
@@ -59,3 +88,4 @@ def test_the_half_variant_counts_at_most_half_the_sgd_recipe_s_flops_and_fits_sh
     short = cli_config(["--recipe", "cifar10-fast", "--variant", "half", "--epochs", "3", "--data", "digits"])
     assert parse_plan(VARIANTS["half"]["progressive"], 11) == [(10, 5), (24, 2)]  # the plan measured
     assert parse_plan(short.progressive, short.epochs) == [(10, 1)]  # the plan's shares fit a 3-epoch run
+

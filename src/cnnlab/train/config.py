@@ -36,7 +36,8 @@ class TrainConfig:
     recipe: str | None = setting(None, "a named set of settings, e.g. cifar10-fast (airbench94's recipe); "
                                        "options given override it")
     variant: str | None = setting(None, "the recipe's variant, e.g. sgd or muon for cifar10-fast (default: "
-                                        "the recipe's default, sgd; the run records which)")
+                                        "the recipe's pick for the machine, sgd for cifar10-fast; the run "
+                                        "records which)")
     # what to train, on what
     model_config: str | None = setting(None, "YAML file with model and model_kwargs (e.g. best_model.yaml of "
                                              "`cnnlab search report`)")
@@ -230,7 +231,8 @@ def resolve(layers: list[dict], sources: list[str]) -> TrainConfig:
         merged.update(values)
     below: list[dict] = []
     if merged.get("recipe") is not None:
-        below.append(check_types(recipe_settings(merged["recipe"], merged.get("variant")),
+        below.append(check_types(recipe_settings(merged["recipe"], merged.get("variant"), merged.get("device", "auto"),
+                                                 merged.get("precision", "auto")),
                                  f"recipe {merged['recipe']}"))
     if merged.get("model_config") is not None:
         below.append(read_model_config(merged["model_config"]))

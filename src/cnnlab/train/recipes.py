@@ -39,12 +39,21 @@ VARIANTS: dict[str, dict] = {
 RECIPE_VARIANTS = {"cifar10-fast": tuple(VARIANTS)}
 
 
-def pick_variant(name: str) -> tuple[str, str]:
-    """The variant a recipe runs without --variant, and why. For cifar10-fast it is `sgd` on every device:
-    it reached 90.39%, 90.55% and 90.37% on seeds 0-2; `muon` spends 27% fewer FLOPs but reached 90.04%,
-    89.90% and 90.03% (docs/speed.md), so it stays a choice until a variant keeps 90% on all three; the pick
-    is the place for a per-device choice."""
-    return "sgd", "the variant that keeps 90% on seeds 0-2"
+def pick_variant(name: str, device: str = "auto", precision: str = "auto") -> tuple[str, str]:
+    """The variant a recipe runs without --variant on this machine (`device` and `precision` as the run's
+    options give them), and why. For cifar10-fast it is `sgd` everywhere: it reached 90.39%, 90.55% and 90.37%
+    on seeds 0-2, and no cheaper variant has kept 90% on all three (docs/speed.md). Where the CPU trains in
+    fp32, the reason says what the cheaper variants would cost in accuracy."""
+    import torch
+
+    from ..runtime.device import cpu_has_native_bf16
+
+    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+        return "sgd", "on a GPU, the variant that keeps 90% on seeds 0-2"
+    if precision in ("auto", "bf16") and cpu_has_native_bf16():
+        return "sgd", "this CPU has native bf16; the variant that keeps 90% on seeds 0-2"
+    return "sgd", ("the variant that keeps 90% on seeds 0-2; this CPU trains in fp32 (no native bf16), where "
+                   "--variant half spends half the FLOPs for about 89.9%")
 
 
 def settings_flops(settings: dict, images: int, size: int = 32, channels: int = 3, classes: int = 10) -> float:
@@ -66,12 +75,12 @@ def settings_flops(settings: dict, images: int, size: int = 32, channels: int = 
     return training_flops(lengths, sum(lengths), settings["batch_size"], per_image)
 
 
-def recipe_settings(name: str, variant: str | None = None) -> dict:
+def recipe_settings(name: str, variant: str | None = None, device: str = "auto", precision: str = "auto") -> dict:
     if name not in RECIPES:
         raise CnnlabError(f"unknown recipe '{name}'; known: {', '.join(RECIPES)}")
     known = RECIPE_VARIANTS.get(name, ())
     if variant is None and known:
-        variant = pick_variant(name)[0]
+        variant = pick_variant(name, device, precision)[0]
     if variant is not None and variant not in known:
         raise CnnlabError(f"--variant {variant}: recipe {name} has " + (
             f"the variants {', '.join(known)}" if known else "no variants"))

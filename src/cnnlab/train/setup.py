@@ -113,7 +113,7 @@ def _setup(cfg: TrainConfig, resume: bool, callbacks: Callbacks, ranks: distribu
         print("warning: this CPU has no native bf16 (AVX-512 BF16 or AMX): bf16 is emulated here and far slower "
               "than fp32 (--precision auto picks fp32)", file=sys.stderr)
     if cfg.variant is not None and ranks.main and not cfg.quiet:
-        picked, why = pick_variant(cfg.recipe)
+        picked, why = pick_variant(cfg.recipe, cfg.device, cfg.precision)
         print(f"recipe {cfg.recipe}, variant {cfg.variant}" + (f" (the default: {why})" if picked == cfg.variant
                                                                else " (--variant)"), file=sys.stderr)
     if device.type == "cpu" and cfg.keep_freed_memory:
