@@ -4,6 +4,7 @@ run's is refused, and a tampered run folder is one line naming the culprit, exit
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -205,6 +206,9 @@ SPEC_CASES = {
     "unknown-precision": (_spec_edit(lambda s: s.update(precision="xyz")), "'precision'"),
     "vanishing-std": (_spec_edit(lambda s: s.update(std=[1e-308] * len(s["std"]))), "'std'"),
     "mean-out-of-range": (_spec_edit(lambda s: s.update(mean=[1e300] * len(s["mean"]))), "'mean'"),
+    "num-classes-among-switches": (_spec_edit(lambda s: s["model_kwargs"].update(num_classes=5)),
+                                   "model_kwargs sets num_classes"),
+    "huge": (lambda f: os.truncate(f / "model.json", 1 << 30), "model.json: over 16 MiB"),  # sparse: no disk
 }
 WEIGHT_CASES = {
     "missing": (lambda f: (f / "best.safetensors").unlink(), "best.safetensors"),
@@ -231,6 +235,22 @@ METRICS_CASES = {
                                                 "layers": ["fc"], "evidence": "e", "remedies": [None, 3]}),
                           "remedies"),
 }
+def _endless(path):
+    """A damage: the file replaced by a link to /dev/zero, which never ends."""
+    path.unlink()
+    path.symlink_to("/dev/zero")
+
+
+ALIAS_BOMB = "".join(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]\n" for i in range(1, 9))
+CONFIG_CASES = {
+    "alias-bomb": (lambda f: (f / "config.yaml").write_text("b0: &a0 [x, x, x, x, x, x, x, x, x]\n" + ALIAS_BOMB),
+                   "an alias"),
+    "a-key-twice": (lambda f: (f / "config.yaml").write_text((f / "config.yaml").read_text() + "holdout: 0.5\n"),
+                    "the key 'holdout' is given twice"),
+    "endless": (lambda f: _endless(f / "config.yaml"), "config.yaml: over 16 MiB"),
+}
+
+
 def _summary_edit(change):
     return _json_edit("summary.json", change)
 
@@ -239,6 +259,7 @@ SUMMARY_CASES = {
     "accuracy-as-text": (_summary_edit(lambda s: s.update(test_accuracy="x")), "'test_accuracy'"),
     "accuracy-missing": (_summary_edit(lambda s: s.pop("test_accuracy")), "'test_accuracy' is missing"),
     "diagnoses-not-records": (_summary_edit(lambda s: s.update(diagnoses=[1])), "'diagnoses'"),
+    "endless": (lambda f: _endless(f / "summary.json"), "summary.json: over 16 MiB"),
 }
 COMMANDS = {
     "eval": lambda f, data, image: ["eval", "--checkpoint", str(f), "--data", data],
@@ -252,7 +273,8 @@ COMMANDS = {
 CASES = [(c, name, *SPEC_CASES[name]) for c in ("eval", "predict", "invariance", "summary") for name in SPEC_CASES] + \
     [(c, name, *WEIGHT_CASES[name]) for c in ("eval", "predict", "invariance") for name in WEIGHT_CASES] + \
     [(c, name, *METRICS_CASES[name]) for c in ("diagnose", "report") for name in METRICS_CASES] + \
-    [("report", name, *SUMMARY_CASES[name]) for name in SUMMARY_CASES]
+    [("report", name, *SUMMARY_CASES[name]) for name in SUMMARY_CASES] + \
+    [(c, name, *CONFIG_CASES[name]) for c in ("eval", "invariance") for name in CONFIG_CASES]
 
 
 @pytest.mark.parametrize("command,case,edit,culprit", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
@@ -309,3 +331,62 @@ def test_a_damaged_study_or_tour_file_is_one_line(tmp_path, capsys, name, text):
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("cnnlab: error:") and name in err[0], err
+
+
+def test_outputs_never_overwrite_the_run_or_the_images_and_a_failed_export_leaves_nothing(run, tmp_path, capsys):
+    folder = tmp_path / "run"
+    shutil.copytree(run, folder)
+    image = next((run.parent / "imgs" / "a").iterdir())
+    before = {p: p.read_bytes() for p in (folder / "model.json", image)}
+    for csv, culprit in ((folder / "model.json", "the run's own files"), (image, "one of the images")):
+        assert main(["predict", "--checkpoint", str(folder), str(image), "--csv", str(csv)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"--csv {csv}" in err and culprit in err, err
+    assert {p: p.read_bytes() for p in before} == before
+    latest = folder / "checkpoints" / "latest"
+    assert latest.is_file()
+    assert main(["export", str(folder), "--format", "torchscript", "--out", str(latest), "--no-check"]) == 2
+    assert "would overwrite the run's own files" in capsys.readouterr().err
+    out = tmp_path / "exported"
+    (out / "m.pt.json").mkdir(parents=True)  # where the description beside the model would go
+    assert main(["export", str(folder), "--format", "torchscript", "--out", str(out / "m.pt"), "--no-check"]) == 2
+    assert "m.pt.json is a folder" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["m.pt.json"]
+
+
+def test_a_pipe_among_the_images_is_refused_or_skipped_never_waited_on(run, tmp_path, capsys):
+    def expire(*_):  # opening a FIFO blocks until something writes to it
+        raise TimeoutError("still waiting on the pipe after 60 s")
+
+    signal.signal(signal.SIGALRM, expire)
+    signal.alarm(60)
+    try:
+        os.mkfifo(tmp_path / "pipe.png")
+        assert main(["predict", "--checkpoint", str(run), str(tmp_path / "pipe.png")]) == 2
+        assert "pipe.png: not a regular file" in capsys.readouterr().err
+        data = _image_folder(tmp_path / "data", "ab", per_class=6)
+        os.mkfifo(data / "a" / "pipe.png")
+        train = ["train", "--data", str(data), "--holdout", "2", "--model", "resnet20", "--model-kwargs",
+                 "width=0.25", "--image-size", "8", "--epochs", "1", "--val-fraction", "0", "--no-report", "-q"]
+        assert main([*train, "--out", str(tmp_path / "r1")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "pipe.png: not a regular file" in err, err
+        assert main([*train, "--skip-bad", "--out", str(tmp_path / "r2")]) == 0
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("transforms, culprit", [("translate8", "wholly out of view"), (",", "no transform named"),
+                                                 ("hflip,translate99999999999999999999", "wholly out of view")])
+def test_invariance_refuses_shifts_past_the_image_and_an_empty_list(run, capsys, transforms, culprit):
+    assert main(["invariance", "--checkpoint", str(run), "--transforms", transforms]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and culprit in err, err
+
+
+@pytest.mark.parametrize("shape", ["3x20000x20000", "3x99999999x99999999"])
+def test_a_summary_of_an_input_too_large_for_memory_is_one_line(capsys, shape):
+    assert main(["summary", "resnet20", "--input", shape]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"a summary of a {shape} input needs" in err, err

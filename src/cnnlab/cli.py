@@ -208,8 +208,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     """Predictions on stdout (and in --csv); an unreadable file is one line on stderr, the rest are predicted,
     and the exit status is then 2."""
-    from .inference import predict_images
+    from .inference import image_files, predict_images
+    from .train.run_folder import RunFolder
 
+    if args.csv and RunFolder(args.checkpoint).owns(args.csv):
+        raise CnnlabError(f"--csv {args.csv}: would overwrite the run's own files; choose another name")
+    if args.csv and args.csv.resolve() in {f.resolve() for f in image_files(args.images)}:
+        raise CnnlabError(f"--csv {args.csv}: is one of the images to predict; choose another name")
     results = predict_images(args.checkpoint, args.images, top_k=args.top_k, weights=args.weights)
     done = [r for r in results if "top" in r]
     failed = [r for r in results if "error" in r]
@@ -314,10 +319,14 @@ def cmd_summary(args: argparse.Namespace) -> int:
     from .models.equivariant import equivariance_note
     from .models.registry import check_model_kwargs
     from .models.summary import format_summary, measure_latency_ms, summarize
-    from .runtime.memory import create_model_within_memory
+    from .runtime.memory import create_model_within_memory, ensure_fits
 
     name, switches, shape, classes = _summary_source(args)
     check_model_kwargs(name, switches)
+    # the trace holds a layer's input and output at once: at full resolution, these models have up to 64
+    # channels (or the input's, where more), 4 bytes a value
+    ensure_fits(2 * max(shape[0], 64) * shape[1] * shape[2] * 4, torch.device("cpu"),
+                f"a summary of a {'x'.join(map(str, shape))} input")
     model = create_model_within_memory(name, torch.device("cpu"), num_classes=classes, in_channels=shape[0],
                                        **switches)
     s = summarize(model, shape, name)
@@ -361,9 +370,11 @@ def cmd_augment(args: argparse.Namespace) -> int:
 
 
 def cmd_invariance(args: argparse.Namespace) -> int:
-    from .diagnose.invariance import measure_invariance
+    from .diagnose.invariance import KNOWN, measure_invariance
 
     names = [t.strip() for t in args.transforms.split(",") if t.strip()]
+    if not names:
+        raise CnnlabError(f"--transforms: no transform named; known: {KNOWN}")
     result = measure_invariance(args.checkpoint, args.data, names, weights=args.weights, holdout=args.holdout)
     if args.json:
         print(json.dumps(result))

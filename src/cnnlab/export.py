@@ -97,10 +97,11 @@ def export_run(run_dir: Path, fmt: str, out: Path | None = None, weights: str = 
     if not out.parent.is_dir():
         raise CnnlabError(f"--out {out}: the folder {out.parent} does not exist")
     folder = RunFolder(run_dir)
-    own = {f.resolve() for f in (folder.spec, folder.config, folder.summary, folder.metrics, folder.weights("best"),
-                                 folder.weights("last"))}
-    if {out.resolve(), out.with_name(out.name + ".json").resolve()} & own:
+    sidecar = out.with_name(out.name + ".json")
+    if folder.owns(out) or folder.owns(sidecar):
         raise CnnlabError(f"--out {out}: would overwrite the run's own files; choose another name")
+    if fmt == "torchscript" and sidecar.is_dir():
+        raise CnnlabError(f"--out {out}: {sidecar} is a folder, where the description beside the model goes")
     meta = description(spec, fmt)
     example = torch.rand(2, spec["in_channels"], spec["image_size"], spec["image_size"]) * 255
     tmp = out.with_name(f".{out.name}.tmp")
@@ -117,10 +118,10 @@ def export_run(run_dir: Path, fmt: str, out: Path | None = None, weights: str = 
     result = {"path": str(out), "format": fmt, "model": spec["model"], "weights": weights,
               "classes": spec["classes"], "input": meta["input"]}
     if fmt == "torchscript":
-        sidecar = out.with_name(out.name + ".json")
         try:
             atomic_write_text(sidecar, json.dumps(meta, indent=1))
         except OSError as exc:
+            out.unlink(missing_ok=True)  # no model without its description
             raise CnnlabError(f"--out {out}: cannot write {sidecar.name} beside it ({exc.strerror})") from None
         result["description"] = str(sidecar)
     return result

@@ -99,6 +99,9 @@ def test_a_file_that_does_not_fit_is_refused_in_one_line_naming_the_key_and_both
     torch.save({"conv1.weight": tmp_path}, tmp_path / "code.pth")  # a pickled object weights_only refuses
     with pytest.raises(CnnlabError, match=r"code\.pth: not a weights file torch\.load reads safely"):
         init_from(model, str(tmp_path / "code.pth"))
+    torch.save({**state, "conv1.weight": state["conv1.weight"].int()}, tmp_path / "ints.pth")  # would load as zeros
+    with pytest.raises(CnnlabError, match=r"ints\.pth: 'conv1\.weight' is stored as int32, the model holds float32"):
+        init_from(model, str(tmp_path / "ints.pth"))
     (tmp_path / "settings.yaml").write_text("epochs: 1\n")  # text, which the unpickler reads as opcodes
     with pytest.raises(CnnlabError, match=r"settings\.yaml: not a weights file torch\.load reads safely"):
         init_from(model, str(tmp_path / "settings.yaml"))

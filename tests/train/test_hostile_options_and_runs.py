@@ -37,6 +37,7 @@ def one_line_error(capsys, argv, match):
     (["--data", ""], "--data"),
     (["--config", "/dev/zero"], "/dev/zero: over 16 MiB, too large for a file of settings"),
     (["--prune", "0.5"], "--prune must be in [0, 0.5)"),
+    (["--early-stop", "3", "--eval-every", "0"], "--early-stop 3 counts validation passes"),
     (["--prune", "-0.1"], "--prune must be in [0, 0.5)"),
     (["--prune", "0.3", "--epochs", "3", "--batch-size", "100000"], "--prune 0.3 leaves"),
     (["--lr-scale", "conv1.weight=0"], "--lr-scale: expected PATTERN=FACTOR items with a factor from 0.0001"),
@@ -71,6 +72,10 @@ def test_out_naming_a_file_and_config_naming_a_folder(tmp_path, capsys):
     ("lr: fast\n", "'lr' must be a float"),
     ("bogus: 1\n", "unknown setting 'bogus'"),
     ("freeze_from: 7:3\n", "got 423 (quote it: YAML reads unquoted text such as 7:3 as a number)"),
+    # a few hundred bytes whose aliases expand to 10^9 values, which any message quoting the value would build
+    ("data: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]\n" for i in range(1, 9)), "line 2: an alias"),
+    ("lr: 0.1\nepochs: 1\nlr: 0.05\n", "line 3: the key 'lr' is given twice"),
 ])
 def test_hostile_config_file_is_one_line(tmp_path, capsys, text, match):
     (tmp_path / "run.yaml").write_text(text)
@@ -135,6 +140,11 @@ def _foreign_checkpoint(*names):
     (_counter("step", "abc"), "'step'"),
     (_counter("best_accuracy", "x"), "'best_accuracy'"),
     (_counter("metrics_bytes", -1), "'metrics_bytes'"),
+    (_counter("best_accuracy", 5.0), "best_accuracy is 5.0"),
+    (_counter("best_epoch", 777), "best_epoch is 777"),
+    (_counter("lr_halvings", 100_000), "lr_halvings is 100000"),
+    (_counter("images_seen", 2 ** 62), "images_seen"),
+    (_counter("bad_epochs", 50), "bad_epochs is 50"),
     (_counter("metrics_bytes", 10 ** 8), "metrics.jsonl"),
     (_counter("metrics_bytes", lambda r: _metrics_end(r) - 1), "metrics.jsonl"),  # mid-line: not its log
     (_foreign_checkpoint("state.json", "tensors.safetensors"), "does not fit"),

@@ -223,6 +223,8 @@ def decode_image(src: bytes | Path, name: str, size: int | None = None) -> np.nd
 
 
 def _decode(name: str, src: bytes | Path, size: int | None) -> np.ndarray:
+    if isinstance(src, Path) and src.exists() and not src.is_file():  # opening a FIFO would wait forever
+        raise _BadImage(f"{name}: not a regular file (a pipe, socket or device?)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -24,16 +24,21 @@ def parse_transform(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
         return lambda x: x.flip(3)
     if name == "vflip":
         return lambda x: x.flip(2)
-    if m := re.fullmatch(r"rot(-?\d+(?:\.\d+)?)", name):
+    if m := re.fullmatch(r"rot(-?[0-9]+(?:\.[0-9]+)?)", name):
         degrees = float(m.group(1))
         if degrees % 90 == 0:  # exact: a permutation of pixels, no resampling
             return lambda x: torch.rot90(x, int(degrees // 90) % 4, dims=(2, 3))
         angle = torch.tensor(math.radians(degrees))
         return lambda x: affine(x, rotation_theta(angle.expand(len(x))))
-    if m := re.fullmatch(r"translate(\d+)", name):
-        k = int(m.group(1))
+    if (k := translation(name)) is not None:
         return lambda x: torch.nn.functional.pad(x.float(), (k, 0, k, 0))[:, :, :x.shape[2], :x.shape[3]]
     raise CnnlabError(f"--transforms: unknown transform '{name}'; known: {KNOWN}")
+
+
+def translation(name: str) -> int | None:
+    """The pixels of 'translateN', or None for another transform."""
+    m = re.fullmatch(r"translate([0-9]+)", name)
+    return int(m.group(1)) if m else None
 
 
 @torch.no_grad()
@@ -43,6 +48,10 @@ def measure_invariance(run_dir: Path, data: str | None, transforms: list[str], w
     `holdout`, each defaulting to the run's; see `load_test_split`)."""
     fns = {name: parse_transform(name) for name in transforms}  # check names before loading anything
     model, spec = load_run(run_dir, weights)
+    for name in transforms:
+        if (translation(name) or 0) >= spec["image_size"]:
+            raise CnnlabError(f"--transforms {name}: shifts the run's {spec['image_size']}x{spec['image_size']} "
+                              f"images wholly out of view; give fewer pixels than that")
     x = load_test_split(run_dir, spec, data, holdout).x
     mean, std = stats(spec)
 

@@ -153,6 +153,10 @@ def summarize(model: nn.Module, input_shape: tuple[int, int, int], name: str | N
         extra = f"; its minimum input is {hint}x{hint}" if hint and min(input_shape[1:]) < hint else ""
         shape = "x".join(map(str, input_shape))
         raise CnnlabError(f"{label} cannot take a {shape} input: layer '{exc.layer}' failed ({exc.reason}){extra}") from None
+    except (RuntimeError, MemoryError) as exc:  # the zero image itself too large to allocate
+        shape = "x".join(map(str, input_shape))
+        raise CnnlabError(f"{label}: a {shape} input is too large to trace here ({str(exc).splitlines()[0][:80]})"
+                          ) from None
     finally:
         model.train(was_training)
     spatial = [r.receptive_field for r in tracer.rows if r.receptive_field is not None]

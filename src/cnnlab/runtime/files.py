@@ -39,8 +39,11 @@ def publish(tmp: Path, path: Path) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    publish(tmp, path)
+    try:
+        tmp.write_text(text)
+        publish(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # after a failed write or rename; after a good one it is gone already
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
@@ -66,6 +69,16 @@ def save_weights(model: torch.nn.Module, path: Path) -> None:
     save_tensors(model.state_dict(), path)
 
 
+def check_values(source: str, key: str, stored: torch.Tensor, held: torch.Tensor) -> None:
+    """Refuse in one line stored weights of another kind of number than the model's tensor `held` (integer or
+    floating point: an int32 filter would load as truncated values, mostly zeros) or with non-finite values."""
+    if stored.is_floating_point() != held.is_floating_point():
+        raise CnnlabError(f"{source}: '{key}' is stored as {str(stored.dtype).removeprefix('torch.')}, the model "
+                          f"holds {str(held.dtype).removeprefix('torch.')}; the weights are damaged")
+    if stored.is_floating_point() and not torch.isfinite(stored).all():
+        raise CnnlabError(f"{source}: '{key}' holds NaN or infinite values; the weights are damaged")
+
+
 def load_weights(model: torch.nn.Module, path: Path) -> None:
     """Load a weights file into `model`, refusing in one line a file whose keys, shapes or kinds of number
     (integer or floating point) do not fit it, or whose values are not finite (a damaged or tampered file
@@ -81,11 +94,7 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
         if tuple(state[key].shape) != tuple(value.shape):
             raise CnnlabError(f"{path}: '{key}' has shape {tuple(state[key].shape)}, the model expects "
                               f"{tuple(value.shape)}")
-        if state[key].is_floating_point() != value.is_floating_point():  # an int32 filter would load as zeros
-            raise CnnlabError(f"{path}: '{key}' is stored as {str(state[key].dtype).removeprefix('torch.')}, the "
-                              f"model holds {str(value.dtype).removeprefix('torch.')}; the weights are damaged")
-        if state[key].is_floating_point() and not torch.isfinite(state[key]).all():
-            raise CnnlabError(f"{path}: '{key}' holds NaN or infinite values; the weights are damaged")
+        check_values(str(path), key, state[key], value)
     extra = sorted(set(state) - set(expected))
     if extra:
         raise CnnlabError(f"{path}: '{extra[0]}' is not a weight of this model")

@@ -31,6 +31,7 @@ from ..errors import CnnlabError
 from ..models.equivariant import GROUPS
 from ..models.layers import ACTIVATIONS
 from ..runtime.files import read_text_capped
+from ..runtime.yaml_text import load_yaml
 
 ARCH_KEYS = ("stages", "blocks", "width", "kernel", "downsample", "padding", "skip", "bn", "activation", "group",
              "head", "fc_layers", "fc_width")
@@ -87,7 +88,7 @@ def load_space(name_or_path: str) -> dict:
     if path.is_dir():
         raise CnnlabError(f"--space {path}: is a folder; give a YAML file or a ready space")
     try:
-        space = yaml.safe_load(read_text_capped(path))
+        space = load_yaml(read_text_capped(path))
     except UnicodeDecodeError:
         raise CnnlabError(f"--space {path}: not a text file") from None
     except OSError as exc:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ..errors import CnnlabError
-from ..runtime.files import atomic_write_text, load_weights, read_tensors, save_tensors, save_weights
+from ..runtime.files import atomic_write_text, load_weights, read_tensors, read_text_capped, save_tensors, save_weights
 
 
 def split_tensors(obj: Any, tensors: dict[str, torch.Tensor], path: str = "t") -> Any:
@@ -71,7 +71,7 @@ def _serial(name: str) -> int:
 def _current(root: Path) -> str | None:
     latest = root / "latest"
     try:
-        return latest.read_text().strip() if latest.is_file() else None
+        return read_text_capped(latest).strip() if latest.is_file() else None
     except (UnicodeDecodeError, OSError) as exc:
         raise CnnlabError(f"{latest}: unreadable ({exc.__class__.__name__}); it should name a checkpoint "
                           f"folder") from None
@@ -112,6 +112,6 @@ def load_checkpoint(run_dir: Path, model: torch.nn.Module) -> dict:
     load_weights(model, folder / "model.safetensors")
     tensors = read_tensors(folder / "tensors.safetensors")
     try:
-        return join_tensors(json.loads((folder / "state.json").read_text()), tensors)
+        return join_tensors(json.loads(read_text_capped(folder / "state.json")), tensors)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CnnlabError(f"{folder / 'state.json'}: damaged checkpoint state ({exc})") from None

@@ -172,6 +172,9 @@ class TrainConfig:
                               "--progressive too")
         if self.variant is not None and self.recipe is None:
             raise CnnlabError(f"--variant {self.variant} chooses among a recipe's variants; give --recipe too")
+        if self.early_stop and not self.eval_every:
+            raise CnnlabError(f"--early-stop {self.early_stop} counts validation passes, and --eval-every 0 makes "
+                              f"only the last; give --eval-every 1 (or more) too")
         if self.gamma > 1:
             raise CnnlabError(f"--gamma must be in [0, 1]: the factor the step schedule decays by, got {self.gamma}")
         if self.label_smoothing >= 1:
@@ -271,12 +274,13 @@ def _article(word: str) -> str:
 def read_settings(path: Path) -> dict:
     """The settings a YAML file sets, and nothing else."""
     from ..runtime.files import read_text_capped  # here: `cnnlab --help` imports this module without torch
+    from ..runtime.yaml_text import load_yaml
 
     path = Path(path)
     if path.is_dir():
         raise CnnlabError(f"{path}: is a folder, not a YAML file of settings")
     try:
-        values = yaml.safe_load(read_text_capped(path))
+        values = load_yaml(read_text_capped(path))
     except FileNotFoundError:
         raise CnnlabError(f"{path}: config file not found") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:

@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from ..errors import CnnlabError
 from ..models.equivariant import _OrientedConv
-from ..runtime.files import read_tensors
+from ..runtime.files import check_values, read_tensors
 from ..text import plural
 from .run_folder import RunFolder
 
@@ -103,8 +103,7 @@ def init_from(model: nn.Module, source: str, classes: list[str] | None = None) -
                 continue
             raise CnnlabError(f"--init-from {source}: '{key}' has shape {tuple(got.shape)} in the file, the model "
                               f"expects {tuple(value.shape)}")
-        if got.is_floating_point() and not torch.isfinite(got).all():
-            raise CnnlabError(f"--init-from {source}: '{key}' holds NaN or infinite values")
+        check_values(f"--init-from {source}", key, got, value)
         loaded[key] = got
     model.load_state_dict(loaded, strict=False)
     parameters = dict(model.named_parameters())

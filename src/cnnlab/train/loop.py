@@ -25,7 +25,7 @@ from .progressive import crop, frozen_at, resize, size_at, training_flops
 from .pruning import epoch_order
 from .setup import Run, Split, setup
 from .sinks import Callbacks, MetricsLog, ProgressBar
-from .step import soft_targets
+from .step import Recovery, soft_targets
 
 
 @dataclass
@@ -83,6 +83,23 @@ def _counter_ok(key: str, v, images: int) -> bool:
     return whole(v)
 
 
+def _impossible_counter(st: TrainState, epochs_done: int, most_per_step: int) -> str | None:
+    """What a checkpoint's counters claim that its step count rules out, or None (a tampered state.json would
+    otherwise resume with a best accuracy of 5.0, or at a learning rate halved to zero)."""
+    if not (st.best_accuracy == -1 or 0 <= st.best_accuracy <= 1):
+        return f"best_accuracy is {st.best_accuracy}, not an accuracy"
+    if not (st.best_epoch <= epochs_done and (st.best_epoch == 0) == (st.best_accuracy == -1)):
+        return f"best_epoch is {st.best_epoch} after {epochs_done} epochs (best accuracy {st.best_accuracy})"
+    if st.images_seen > st.step * most_per_step:
+        return f"images_seen is {st.images_seen}, more than {st.step} steps of a batch take"
+    # each skipped step halves the rate once, and up to Recovery.MAX rollbacks do before each checkpoint
+    if st.lr_halvings > st.step + Recovery.MAX * (epochs_done + 1):
+        return f"lr_halvings is {st.lr_halvings} after {st.step} steps"
+    if st.bad_epochs > epochs_done:
+        return f"bad_epochs is {st.bad_epochs} after {epochs_done} epochs"
+    return None
+
+
 def train(cfg: TrainConfig, resume: bool = False,
           on_step: Callable[[nn.Module, int], None] | None = None,
           on_epoch: Callable[[dict], None] | None = None) -> dict:
@@ -137,6 +154,9 @@ def _train(run: Run, resume: bool, wall_start: float) -> dict:
         if st.step > epochs.total:
             raise CnnlabError(f"{run.folder}: its checkpoint is at step {st.step}, past the {epochs.total} steps of "
                               f"{cfg.epochs} epochs; resume with --epochs at least the epochs it trained")
+        impossible = _impossible_counter(st, epochs.completed(st.step), run.batch + run.ranks.world)
+        if impossible:
+            raise CnnlabError(f"{run.folder}: the checkpoint's counter {impossible}; the checkpoint is damaged")
 
     def roll_back(problem: Diagnosis) -> None:
         """Back to the last checkpoint with the learning rate halved once more than before (each rollback

@@ -22,7 +22,9 @@ import torch
 import yaml
 
 from ..errors import CnnlabError
-from ..runtime.files import atomic_write_text, load_weights, save_weights
+from ..models.registry import FROM_THE_DATA
+from ..runtime.files import atomic_write_text, load_weights, read_text_capped, save_weights
+from ..runtime.yaml_text import load_yaml
 from .checkpoint import load_checkpoint, save_checkpoint
 
 # model.json: each key and the check its value must pass
@@ -116,6 +118,13 @@ class RunFolder:
     def __str__(self) -> str:
         return str(self.path)
 
+    def owns(self, path: Path) -> bool:
+        """Whether writing `path` would overwrite one of the run's own files (or anything in its checkpoints)."""
+        path = Path(path).resolve()
+        own = {f.resolve() for f in (self.spec, self.config, self.summary, self.metrics, self.weights("best"),
+                                     self.weights("last"))}
+        return path in own or (self.path / "checkpoints").resolve() in path.parents
+
     def weights(self, which: str = "best") -> Path:
         if which not in ("best", "last"):
             raise CnnlabError(f"--weights must be best or last, got '{which}'")
@@ -185,7 +194,7 @@ class RunFolder:
     def read_config(self) -> dict:
         """config.yaml as a mapping (its values are checked by the config's own rules)."""
         try:
-            values = yaml.safe_load(self.config.read_text())
+            values = load_yaml(read_text_capped(self.config))
         except FileNotFoundError:
             raise CnnlabError(f"{self.config}: missing; the run folder is incomplete") from None
         except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
@@ -198,7 +207,7 @@ class RunFolder:
         """model.json, each value checked; `classes` must name every class."""
         self.require()
         try:
-            spec = json.loads(self.spec.read_text())
+            spec = json.loads(read_text_capped(self.spec))
         except (ValueError, OSError) as exc:
             raise CnnlabError(f"{self.spec}: not valid JSON ({exc})") from None
         if not isinstance(spec, dict):
@@ -207,6 +216,10 @@ class RunFolder:
         if len(spec["classes"]) != spec["num_classes"] or \
                 not len(spec["mean"]) == len(spec["std"]) == spec["in_channels"]:
             raise CnnlabError(f"{self.spec}: classes, mean and std do not match num_classes and in_channels")
+        given_twice = sorted(set(spec["model_kwargs"]) & set(FROM_THE_DATA))
+        if given_twice:
+            raise CnnlabError(f"{self.spec}: model_kwargs sets {given_twice[0]}, which the file gives as a key of "
+                              f"its own; the file is damaged")
         return spec
 
     def read_data(self) -> dict:
@@ -226,7 +239,7 @@ class RunFolder:
 
     def read_summary(self) -> dict:
         try:
-            summary = json.loads(self.summary.read_text())
+            summary = json.loads(read_text_capped(self.summary))
         except FileNotFoundError:
             raise CnnlabError(f"{self.path}: no summary.json; the run has not finished") from None
         except (ValueError, OSError) as exc:
