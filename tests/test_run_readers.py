@@ -199,6 +199,7 @@ SPEC_CASES = {
     "absurd-width": (_spec_edit(lambda s: s["model_kwargs"].update(width=1e7)), "width=10000000.0"),
     "large-width": (_spec_edit(lambda s: s["model_kwargs"].update(width=3000)), "parameters"),
     "classes-not-num-classes": (_spec_edit(lambda s: s.update(classes=["a", "b"])), "classes"),
+    "a-class-twice": (_spec_edit(lambda s: s.update(classes=["a", "a", "c"])), "'classes'"),
     "unknown-model": (_spec_edit(lambda s: s.update(model="resnet21")), "resnet21"),
     "switch-as-list": (_spec_edit(lambda s: s.update(model_kwargs=[1])), "model_kwargs"),
     "unknown-tta": (_spec_edit(lambda s: s.update(tta=7)), "'tta'"),
@@ -390,3 +391,11 @@ def test_a_summary_of_an_input_too_large_for_memory_is_one_line(capsys, shape):
     assert main(["summary", "resnet20", "--input", shape]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"a summary of a {shape} input needs" in err, err
+
+
+def test_diagnose_plots_onto_a_file_name_it_and_keep_it(run, tmp_path, capsys):
+    (tmp_path / "notes").write_text("mine")
+    assert main(["diagnose", str(run), "--plots", str(tmp_path / "notes")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--plots" in err and "is a file; name a folder" in err, err
+    assert (tmp_path / "notes").read_text() == "mine"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from ..errors import CnnlabError
 from ..text import plural
 from ..train.run_folder import RunFolder
 from .rules import THRESHOLDS
@@ -60,6 +61,8 @@ def format_report(health: dict, plots: list[str]) -> str:
 def write_plots(health: dict, out_dir: Path) -> list[str]:
     """grad_norms.png (log10 gradient norm, layers x sampled steps) and loss.png (diagnoses marked)."""
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CnnlabError(f"--plots {out_dir}: is a file; name a folder for the plots")
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, figure in (("grad_norms.png", grad_norm_figure), ("loss.png", loss_figure)):

@@ -37,7 +37,7 @@ _SPEC = {
     # in [0, 1] units; the trainer writes a std of at least 1e-3 (a constant channel), so nothing divides to inf
     "mean": lambda v: isinstance(v, list) and all(_real(x) and 0 <= x <= 1 for x in v),
     "std": lambda v: isinstance(v, list) and all(_real(x) and 1e-3 <= x <= 1 for x in v),
-    "classes": lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v),
+    "classes": lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v) and len(set(v)) == len(v),
 }
 # keys model.json may lack (runs written before they were recorded), checked where present
 _OPTIONAL_SPEC = {
