@@ -232,6 +232,11 @@ METRICS_CASES = {
     "epoch-without-train-loss": (lambda f: _first_record(f, "epoch", lambda r: r.pop("train_loss")), "train_loss"),
     "norm-beyond-a-float": (lambda f: _first_record(f, "layers", lambda r: r["grad_norm"].update(
         {next(iter(r["grad_norm"])): 10 ** 400})), "grad_norm"),
+    "update-ratio-a-list": (lambda f: _first_record(f, "layers", lambda r: r.update(update_ratio=[1, 2])),
+                            "'update_ratio'"),
+    "update-ratio-text": (lambda f: _first_record(f, "layers", lambda r: r.update(
+        update_ratio={k: "x" for k in r["grad_norm"]})), "'update_ratio'"),
+    "no-grad-norms": (lambda f: _first_record(f, "layers", lambda r: r.update(grad_norm={})), "grad_norm"),
     "remedies-not-text": (lambda f: _append(f, {"type": "diagnosis", "kind": "vanishing", "step": 1,
                                                 "layers": ["fc"], "evidence": "e", "remedies": [None, 3]}),
                           "remedies"),
@@ -326,12 +331,34 @@ def test_predict_decodes_images_as_the_data_loaders_do(tmp_path, monkeypatch):
     ("tour.json", "null"),
     ("tour.json", '{"studies": [{"x": 1}]}'),
     ("results.json", '{"claim": "x"}'),
+    ("results.json", "5"),
+    ("results.json", "null"),
+    ("tour.json", '{"studies": [], "budget": "tiny", "seconds": 1, "seeds": "<script>alert(1)</script>"}'),
 ])
 def test_a_damaged_study_or_tour_file_is_one_line(tmp_path, capsys, name, text):
     (tmp_path / name).write_text(text)
-    assert main(["report", str(tmp_path)]) == 2
+    code = main(["report", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("cnnlab: error:") and name in err[0], err
+    if code == 0:  # a page can be drawn: the file's text is shown as text, never as markup
+        assert "<script>" not in (tmp_path / "report.html").read_text()
+        return
+    assert code == 2 and len(err) == 1 and err[0].startswith("cnnlab: error:") and name in err[0], err
+
+
+def test_a_study_plot_outside_its_folder_is_refused_not_embedded(tmp_path, capsys):
+    (tmp_path / "secret.txt").write_text("TOP SECRET")
+    study = tmp_path / "study"
+    study.mkdir()
+    results = {"study": "s", "claim": "c", "reference": "r", "verdict": "supported", "budget": "tiny", "seeds": [0],
+               "evidence_text": [], "measures": {}, "columns": [], "contenders": {}, "base_settings": {},
+               "plots": [{"file": str(tmp_path / "secret.txt"), "caption": "x"}]}
+    for file in (str(tmp_path / "secret.txt"), "../secret.txt"):
+        results["plots"][0]["file"] = file
+        (study / "results.json").write_text(json.dumps(results))
+        assert main(["report", str(study)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"plot '{file[:40]}" in err and "is not a PNG of the study's folder" in err, err
+        assert not (study / "report.html").exists()
 
 
 def test_outputs_never_overwrite_the_run_or_the_images_and_a_failed_export_leaves_nothing(run, tmp_path, capsys):

@@ -142,6 +142,16 @@ def test_corrupt_download_is_removed(server, tmp_path):
         download(f"{url}/missing.bin", dest)
 
 
+def test_a_download_larger_than_the_cap_is_stopped_and_removed(server, tmp_path, monkeypatch):
+    """A server that sends without end would fill the disk; the cap stands in for it with a small file."""
+    root, url = server
+    (root / "blob.bin").write_bytes(b"x" * (3 << 20))
+    monkeypatch.setenv("CNNLAB_MAX_DOWNLOAD_BYTES", str(1 << 20))
+    with pytest.raises(CnnlabError, match=r"blob\.bin: over 1 MiB \(CNNLAB_MAX_DOWNLOAD_BYTES\)"):
+        download(f"{url}/blob.bin", tmp_path / "dl" / "blob.bin", "0" * 32)
+    assert list((tmp_path / "dl").iterdir()) == []
+
+
 def test_download_flag_fetches_a_registered_dataset(server, tmp_path, monkeypatch):
     root, url = server
     write_cifar10(tmp_path / "build" / "cifar-10-batches-py")

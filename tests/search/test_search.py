@@ -20,7 +20,11 @@ def test_ready_spaces_load_and_bad_spaces_are_named(tmp_path):
         assert "stages" in load_space(name)
     bad = tmp_path / "bad.yaml"
     for text, message in (("depth: [1, 2]", "unknown key 'depth'"), ("width: []", "lists no choices"),
-                          ("lr: {min: 1, max: 0}", "min <= max"), ("[1, 2]", "expected a mapping")):
+                          ("lr: {min: 1, max: 0}", "min <= max"), ("[1, 2]", "expected a mapping"),
+                          # sizes past which a draw could not be built, or would take minutes to check
+                          ("stages: {min: 1000000, max: 1000000}", "from 1 to 16"),
+                          ("blocks: {min: 100000, max: 100000}", "from 1 to 100"),
+                          ("width: [1000000000000]", "from 1 to 16384"), ("kernel: [65]", "from 1 to 63")):
         bad.write_text(text)
         with pytest.raises(CnnlabError, match=message):
             load_space(str(bad))

@@ -91,6 +91,9 @@ def test_search_report_on_something_that_is_not_a_study(tmp_path, capsys):
     before = (other / "study.db").read_bytes()
     _one_line_error(capsys, ["search", "report", str(other)], "not a study database")
     assert (other / "study.db").read_bytes() == before
+    _one_line_error(capsys, ["search", "--space", "vgg-like", "--trials", "1", "--epochs", "1", "--image-size", "8",
+                             "--out", str(other), "-q"], "not a study database")
+    assert (other / "study.db").read_bytes() == before  # a search does not write its tables into it either
 
 
 def test_help_lists_search_report_with_a_help_line(capsys):
@@ -123,3 +126,21 @@ def test_an_architecture_too_big_for_memory_is_rejected_before_anything_is_alloc
 def test_search_report_names_a_missing_study(tmp_path, capsys):
     optuna.create_study(study_name="search", storage=f"sqlite:///{tmp_path / 'study.db'}")
     _one_line_error(capsys, ["search", "report", str(tmp_path), "--study", "other"], "--study other: not in")
+
+
+@pytest.mark.parametrize("attrs, culprit", [
+    ({"arch": {"stages": [], "downsample": "pool", "skip": False, "bn": False, "activation": "relu",
+               "head": {"type": "gap"}}}, "trial 0's 'arch'"),
+    ({"params": "abc"}, "trial 0's 'params'"),
+    ({"train_seconds": [1]}, "trial 0's 'train_seconds'"),
+])
+def test_a_tampered_trial_record_is_one_line_for_both_reports(tmp_path, capsys, attrs, culprit):
+    good = {"arch": {"stages": [{"blocks": 1, "width": 8, "kernel": 3}], "downsample": "pool", "skip": False,
+                     "bn": True, "activation": "relu", "head": {"type": "gap"}},
+            "params": 1000, "macs": 5000, "train_seconds": 1.5, "run_dir": str(tmp_path / "trials" / "0")}
+    study = optuna.create_study(study_name="search", storage=f"sqlite:///{tmp_path / 'study.db'}",
+                                direction="maximize")
+    study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={**good, **attrs}))
+    _one_line_error(capsys, ["search", "report", str(tmp_path)], culprit, "is not what `cnnlab search` records")
+    _one_line_error(capsys, ["report", str(tmp_path)], culprit)
+    assert not (tmp_path / "best_model.yaml").exists()

@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from ..errors import CnnlabError
+from .limits import DOWNLOAD, limit
 
 CHUNK = 1 << 20
 
@@ -41,8 +42,14 @@ def download(url: str, dest: Path, md5: str | None = None, timeout: float = 60.0
             resumed = have > 0 and response.status == 206
             length = response.headers.get("Content-Length")
             expected = (have if resumed else 0) + int(length) if length is not None else None
+            cap = limit(DOWNLOAD)
             with open(part, "ab" if resumed else "wb") as f:
                 for block in iter(lambda: response.read(CHUNK), b""):
+                    if f.tell() + len(block) > cap:  # a server sending without end would fill the disk
+                        f.close()
+                        part.unlink()
+                        raise CnnlabError(f"download of {url}: over {cap >> 20} MiB ({DOWNLOAD[0]}), more than "
+                                          f"the data set is; the partial file was removed")
                     f.write(block)
             if expected is not None and part.stat().st_size < expected:  # the connection broke off early
                 raise OSError(f"connection closed after {part.stat().st_size} of {expected} bytes")

@@ -9,6 +9,7 @@ from ..runtime.memory import total_memory
 
 MEMBER = ("CNNLAB_MAX_MEMBER_BYTES", 256 << 20)  # one archive member, or one decompressed data file
 TOTAL = ("CNNLAB_MAX_ARCHIVE_BYTES", 4 << 30)  # a whole decompressed archive, and the members read from it
+DOWNLOAD = ("CNNLAB_MAX_DOWNLOAD_BYTES", 1 << 30)  # one downloaded file (the largest registered: 170 MB)
 
 
 DECODED = ("CNNLAB_MAX_DECODED_BYTES", min(total_memory() // 2, 1 << 60))  # the decoded images of one data set

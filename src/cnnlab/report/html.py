@@ -9,11 +9,13 @@ import html
 import io
 import json
 import math
+import re
 import warnings
 from pathlib import Path
 from typing import Callable
 
 from ..errors import CnnlabError
+from ..runtime.files import read_text_capped
 from ..train.run_folder import RunFolder
 
 STYLE = """
@@ -70,10 +72,13 @@ def kind_of(folder: Path) -> str:
         return "tour"
     if (folder / "results.json").is_file():
         try:
-            if "claim" in json.loads((folder / "results.json").read_text()):
-                return "study"
-        except ValueError:
+            results = json.loads(read_text_capped(folder / "results.json"))
+        except (ValueError, OSError):
             raise CnnlabError(f"{folder / 'results.json'}: not valid JSON") from None
+        if isinstance(results, dict) and "claim" in results:
+            return "study"
+        if not (folder / "study.db").is_file() and not (folder / "model.json").is_file():
+            raise CnnlabError(f"{folder / 'results.json'}: not what cnnlab writes (no study's claim)")
     if (folder / "study.db").is_file():
         return "search"
     if (folder / "model.json").is_file():
@@ -124,7 +129,7 @@ def _written_by_cnnlab(name: str) -> Callable[[Callable[[Path], str]], Callable[
 def study_page(folder: Path) -> str:
     from ..studies.harness import fmt
 
-    r = json.loads((folder / "results.json").read_text())
+    r = json.loads(read_text_capped(folder / "results.json"))
     ms = r["measures"]
     body = [f"<h1>Study: {esc(r['study'])}</h1>", f"<p><b>Claim:</b> {esc(r['claim'])}.</p>",
             f"<p class='muted'>Reference: {esc(r['reference'])}</p>", f"<p>{esc(r.get('notes', ''))}</p>",
@@ -142,6 +147,9 @@ def study_page(folder: Path) -> str:
         body.append(f"<p><b>{esc(name)}:</b> " + esc(", ".join(f"{k}: {v}" for k, v in values.items())) + "</p>")
     body.append("<h2>Plots</h2>")
     for p in r.get("plots", []):
+        if not re.fullmatch(r"[\w-]+\.png", p["file"]):  # a path elsewhere would put that file in the page
+            raise CnnlabError(f"{folder / 'results.json'}: plot '{str(p['file'])[:60]}' is not a PNG of the "
+                              f"study's folder")
         if (folder / p["file"]).is_file():
             body.append(figure(folder / p["file"], p["caption"]))
     body.append("<h2>Contenders</h2><p>Each over the base settings "
@@ -158,13 +166,13 @@ def study_page(folder: Path) -> str:
 # ---- a tour ---------------------------------------------------------------------------------------------------
 @_written_by_cnnlab("tour.json")
 def tour_page(folder: Path) -> str:
-    t = json.loads((folder / "tour.json").read_text())
+    t = json.loads(read_text_capped(folder / "tour.json"))
     table = "".join(f"<tr><td><a href=\"{esc(s['name'])}/report.html\">{esc(s['name'])}</a></td>"
                     f"<td>{esc(s['claim'])}</td><td>{_verdict(s['verdict'])}</td><td>{s['seconds']:.0f}</td></tr>"
                     for s in t["studies"])
     body = (f"<h1>The CNN playbook, measured</h1><p>Every study at the <b>{esc(t['budget'])}</b> budget, "
-            f"{t['seeds']} seed(s) each, {t['seconds'] / 60:.1f} min in all. Each verdict is computed from the "
-            f"measurements; follow a study's name for its evidence.</p>"
+            f"{esc(str(t['seeds']))} seed(s) each, {t['seconds'] / 60:.1f} min in all. Each verdict is computed "
+            f"from the measurements; follow a study's name for its evidence.</p>"
             f"<table><tr><th>study</th><th>claim</th><th>verdict</th><th>seconds</th></tr>{table}</table>")
     return page("cnnlab tour", body)
 

@@ -28,7 +28,7 @@ def describe(arch: dict) -> str:
             f"{'bn' if arch['bn'] else 'nobn'} {arch['activation']} {head}{group}")
 
 
-def _check_study_file(out: Path) -> None:
+def check_study_file(out: Path) -> None:
     """`out` holds a study.db that is an Optuna database, checked read-only: Optuna itself would write its
     tables into any SQLite file it is given, and raise on anything else."""
     if out.exists() and not out.is_dir():
@@ -48,7 +48,7 @@ def _check_study_file(out: Path) -> None:
 def load_results(out: Path, study: str | None = None, storage: str | None = None) -> dict:
     out = Path(out)
     if storage is None:
-        _check_study_file(out)
+        check_study_file(out)
     url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
@@ -63,16 +63,55 @@ def load_results(out: Path, study: str | None = None, storage: str | None = None
         return _results(s)
     except CnnlabError:
         raise
+    except _BadTrial as exc:
+        raise CnnlabError(f"{url}: {exc}") from None
     except KeyError as exc:  # a study, or a trial's record, without what `cnnlab search` writes
         raise CnnlabError(f"{url}: not a study of `cnnlab search` (no {exc})") from None
     except Exception as exc:  # noqa: BLE001 - a bad URL, a damaged database, a server that does not answer
         raise CnnlabError(f"{url}: cannot read the study ({str(exc).splitlines()[0]})") from None
 
 
+class _BadTrial(Exception):
+    pass
+
+
+def _arch_ok(arch) -> bool:
+    """An architecture as `cnnlab search` records it: each value within its search space's bounds."""
+    from .space import VALUES
+
+    try:
+        ok = {k: VALUES[k][1] for k in VALUES}
+        head = arch["head"]
+        return (isinstance(arch["stages"], list) and 1 <= len(arch["stages"]) <= 16
+                and all(ok[k](stage[k]) for stage in arch["stages"] for k in ("blocks", "width", "kernel"))
+                and all(ok[k](arch[k]) for k in ("downsample", "skip", "bn", "activation"))
+                and ok["padding"](arch.get("padding", "same")) and ok["group"](arch.get("group", "none"))
+                and ok["head"](head["type"])
+                and (head["type"] != "fc" or all(ok["fc_width"](w) for w in head["widths"])))
+    except (KeyError, TypeError):
+        return False
+
+
+def _check_trial(t: optuna.trial.FrozenTrial, keys: tuple[str, ...]) -> None:
+    """The user attributes a trial's row is drawn from, as `cnnlab search` records them."""
+    def count(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    checks = {"arch": _arch_ok, "params": count, "macs": count, "pruned_after_epochs": count,
+              "train_seconds": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0,
+              "run_dir": lambda v: isinstance(v, str),
+              "latency_ms": lambda v: v is None or isinstance(v, (int, float)) and not isinstance(v, bool)}
+    for key in keys:
+        if not checks[key](t.user_attrs.get(key) if key == "latency_ms" else t.user_attrs[key]):
+            raise _BadTrial(f"trial {t.number}'s '{key}' is not what `cnnlab search` records "
+                            f"({str(t.user_attrs[key])[:60]})")
+
+
 def _results(s: optuna.Study) -> dict:
     rows, rejected, pruned, failed = [], [], [], []
     for t in s.trials:
         if t.state == optuna.trial.TrialState.COMPLETE:
+            _check_trial(t, ("arch", "params", "macs", "train_seconds", "run_dir", "latency_ms"))
             rows.append({"trial": t.number, "architecture": describe(t.user_attrs["arch"]), "arch": t.user_attrs["arch"],
                          "settings": {k: v for k, v in t.params.items() if k in TRAIN_KEYS},
                          "val_accuracy": t.values[0], "params": t.user_attrs["params"], "macs": t.user_attrs["macs"],
@@ -83,6 +122,7 @@ def _results(s: optuna.Study) -> dict:
         elif "stopped" in t.user_attrs:
             failed.append({"trial": t.number, "reason": "diverged: " + t.user_attrs["stopped"]})
         elif "pruned_after_epochs" in t.user_attrs:
+            _check_trial(t, ("arch", "pruned_after_epochs"))
             pruned.append({"trial": t.number, "architecture": describe(t.user_attrs["arch"]),
                            "epochs": t.user_attrs["pruned_after_epochs"]})
     rows.sort(key=lambda r: -r["val_accuracy"])

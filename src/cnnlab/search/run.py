@@ -29,7 +29,7 @@ from ..runtime.memory import total_memory, training_bytes
 from ..train import TrainConfig, train
 from . import OBJECTIVES, PRUNERS, STRATEGIES
 from .evolution import RegularizedEvolutionSampler
-from .report import describe
+from .report import check_study_file, describe
 from .space import load_space, sample
 
 HEARTBEAT_SECONDS = int(os.environ.get("CNNLAB_SEARCH_HEARTBEAT", "10"))  # a dead worker's trial is retried
@@ -167,6 +167,8 @@ def open_study(out: Path, study: str, storage: str | None, strategy: str = "tpe"
     out = Path(out)
     _check_out(out)
     if storage is None:  # the default storage lives in --out; with a URL, --out is made once the study opened
+        if (out / "study.db").exists():  # Optuna would write its tables into any SQLite file
+            check_study_file(out)
         _make_folder(out)
     url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     where = f"--storage {url}" if storage else str(out / "study.db")

@@ -58,10 +58,11 @@ def _one_of(*allowed):
 
 # each key: what its values must be (in words), the check, and the kind of {min, max} range it takes (None: none)
 VALUES = {
-    "stages": ("a whole number of at least 1", _whole(1), int),
-    "blocks": ("a whole number of at least 1", _whole(1), int),
-    "width": ("a whole number of at least 1", _whole(1), int),
-    "kernel": ("an odd whole number (1, 3, 5, 7...)", _whole(1, odd=True), None),
+    # the upper bounds: past them the model could not be built, or each draw would take minutes to check
+    "stages": ("a whole number from 1 to 16", _whole(1, 16), int),
+    "blocks": ("a whole number from 1 to 100", _whole(1, 100), int),
+    "width": ("a whole number from 1 to 16384", _whole(1, 16384), int),
+    "kernel": ("an odd whole number from 1 to 63", _whole(1, 63, odd=True), None),
     "downsample": ("pool or stride", _one_of("pool", "stride"), None),
     "padding": ("same or valid", _one_of("same", "valid"), None),
     "skip": ("true or false", _one_of(True, False), None),
@@ -70,7 +71,7 @@ VALUES = {
     "group": (" or ".join(("none", *GROUPS)), _one_of("none", *GROUPS), None),
     "head": ("gap or fc", _one_of("gap", "fc"), None),
     "fc_layers": ("1, 2 or 3", _whole(1, 3), int),
-    "fc_width": ("a whole number of at least 1", _whole(1), int),
+    "fc_width": ("a whole number from 1 to 65536", _whole(1, 65536), int),
     "lr": ("a positive number", _number(0, above=True), float),
     "weight_decay": ("a number of at least 0", _number(0), float),
     "batch_size": ("a whole number of at least 1", _whole(1), int),

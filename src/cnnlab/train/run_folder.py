@@ -51,11 +51,20 @@ _RECORDS = {
     "epoch": {"epoch": lambda v: _count(v), "step": lambda v: _count(v), "train_loss": lambda v: _number(v),
               "train_accuracy": lambda v: _number(v), "lr": lambda v: _number(v)},
     "layers": {"step": lambda v: _count(v), "loss": lambda v: _number(v),
-               "grad_norm": lambda v: isinstance(v, dict) and all(_number(x) for x in v.values())},
+               "grad_norm": lambda v: _per_layer(v) and len(v) > 0},
     "diagnosis": {"kind": lambda v: isinstance(v, str), "step": lambda v: _count(v),
                   "layers": lambda v: _texts(v), "evidence": lambda v: isinstance(v, str),
                   "remedies": lambda v: _texts(v)},
 }
+
+# ... and the keys a record may have, checked where present
+_OPTIONAL_RECORDS = {
+    "layers": {key: lambda v: _per_layer(v) for key in ("update_ratio", "weight_norm", "unchanged_fraction")},
+}
+
+
+def _per_layer(v) -> bool:
+    return isinstance(v, dict) and all(isinstance(k, str) and _number(x) for k, x in v.items())
 
 
 # summary.json: the keys its readers use, checked where present; a finished run's must all be there
@@ -262,9 +271,12 @@ class RunFolder:
                 raise CnnlabError(f"{self.metrics}: line {n} is not JSON; the file is damaged") from None
             if not isinstance(record, dict) or not isinstance(record.get("type"), str):
                 raise CnnlabError(f"{self.metrics}: line {n} is not a metrics record")
-            for key, ok in _RECORDS.get(record["type"], {}).items():
+            required = _RECORDS.get(record["type"], {})
+            for key, ok in {**required, **_OPTIONAL_RECORDS.get(record["type"], {})}.items():
                 if key not in record:
-                    raise CnnlabError(f"{self.metrics}: line {n}, a '{record['type']}' record, has no '{key}'")
+                    if key in required:
+                        raise CnnlabError(f"{self.metrics}: line {n}, a '{record['type']}' record, has no '{key}'")
+                    continue
                 if not ok(record[key]):
                     raise CnnlabError(f"{self.metrics}: line {n}: '{key}' has an impossible value "
                                       f"{str(record[key])[:60]}")
