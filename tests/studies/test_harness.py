@@ -158,3 +158,25 @@ def test_a_bad_study_option_is_one_line_of_its_own(tmp_path, capsys, argv, match
     err = capsys.readouterr().err.splitlines()
     assert err[-1].startswith("cnnlab: error:") and match in err[-1], err
     assert not (tmp_path / "out" / "results.json").exists()
+
+
+@pytest.mark.parametrize("argv, holds, culprit", [
+    (["study", "filters"], {"model.json": "{}"}, "holds a cnnlab run (model.json)"),
+    (["study", "residual"], {"results.json": '{"study": "filters", "claim": "c"}'}, "the study 'filters'"),
+    (["tour", "--only", "filters"], {"results.json": '{"study": "filters", "claim": "c"}'},
+     "holds a cnnlab study (results.json)"),
+    (["search", "--space", "vgg-like", "--trials", "1", "--epochs", "1"], {"tour.json": "{}"},
+     "holds a cnnlab tour (tour.json)"),
+])
+def test_an_out_folder_of_another_kind_is_refused_untouched(tmp_path, capsys, argv, holds, culprit):
+    from cnnlab.cli import main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    for name, text in holds.items():
+        (out / name).write_text(text)
+    assert main([*argv, "--budget" if argv[0] != "search" else "--image-size",
+                 "tiny" if argv[0] != "search" else "8", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith("cnnlab: error:") and culprit in err[-1], err
+    assert sorted(p.name for p in out.iterdir()) == sorted(holds)

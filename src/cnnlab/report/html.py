@@ -86,6 +86,18 @@ def kind_of(folder: Path) -> str:
     raise CnnlabError(f"{folder}: not a folder cnnlab wrote (no model.json, study.db, results.json or tour.json)")
 
 
+# the file that marks each kind of folder cnnlab writes
+MARKERS = {"tour": "tour.json", "study": "results.json", "search": "study.db", "run": "model.json"}
+
+
+def refuse_other_kind(out: Path, kind: str) -> None:
+    """--out for a `kind` of folder must not hold another kind (its report would be overwritten, and the
+    folder read as the new kind from then on)."""
+    for other, marker in MARKERS.items():
+        if other != kind and (Path(out) / marker).exists():
+            raise CnnlabError(f"--out {out}: holds a cnnlab {other} ({marker}); choose another folder")
+
+
 def write_report(folder: Path, study: str | None = None, storage: str | None = None) -> Path:
     """`study`, `storage`: a search whose trials live in a database other than `folder/study.db`."""
     folder = Path(folder)

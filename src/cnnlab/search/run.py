@@ -164,8 +164,11 @@ def _check_out(out: Path) -> None:
 def open_study(out: Path, study: str, storage: str | None, strategy: str = "tpe", seed: int = 0,
                objectives: tuple[str, ...] = ("accuracy",), pruner: str = "none", budget: int = 40) -> optuna.Study:
     sampler, stopper = make_sampler(strategy, seed, budget), make_pruner(pruner)  # bad choices: before any file
+    from ..report.html import refuse_other_kind
+
     out = Path(out)
     _check_out(out)
+    refuse_other_kind(out, "search")
     if storage is None:  # the default storage lives in --out; with a URL, --out is made once the study opened
         if (out / "study.db").exists():  # Optuna would write its tables into any SQLite file
             check_study_file(out)

@@ -238,11 +238,27 @@ def check_seeds(seeds: int | None, budget: str) -> int:
     return seeds
 
 
+def _check_out(out: Path, name: str) -> None:
+    """A study's --out holds nothing of another kind, nor another study's results (its runs would mix)."""
+    from ..report.html import refuse_other_kind
+
+    refuse_other_kind(out, "study")
+    try:
+        other = json.loads((out / "results.json").read_text()).get("study") if (out / "results.json").is_file() \
+            else name
+    except (ValueError, OSError, AttributeError):
+        other = None
+    if other != name:
+        raise CnnlabError(f"--out {out}: holds the results of " + (f"the study '{other}'" if isinstance(other, str)
+                          else "something else (results.json)") + "; choose another folder")
+
+
 def run_study(study: Study, out: Path, budget: str = "small", seeds: int | None = None, data: str | None = None,
               quiet: bool = False, report: bool = True) -> dict:
     out = Path(out)
     base = base_settings(budget, data)
     seeds = check_seeds(seeds, budget)
+    _check_out(out, study.name)
     out.mkdir(parents=True, exist_ok=True)
     contenders = study.contenders(budget)
     measures = COMMON + study.measures

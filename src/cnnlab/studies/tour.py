@@ -12,10 +12,11 @@ from .harness import check_seeds, run_study
 
 def run_tour(out: Path, budget: str = "small", seeds: int | None = None, quiet: bool = False,
              only: list[str] | None = None) -> Path:
-    from ..report.html import write_report
+    from ..report.html import refuse_other_kind, write_report
 
     out = Path(out)
     check_seeds(seeds, budget)  # before any folder is made
+    refuse_other_kind(out, "tour")
     out.mkdir(parents=True, exist_ok=True)
     started, entries = time.perf_counter(), []
     for name in only or NAMES:
