@@ -47,9 +47,10 @@ def main() -> int:
     overrides = {k: json.loads(v) if v[:1] in "0123456789[{tf-" else v
                  for k, _, v in (s.partition("=") for s in args.set)}
 
+    native_bf16 = cpu_has_native_bf16()
     if args.minutes is None:
-        args.minutes = 11.0 if cpu_has_native_bf16() else 25.0
-    print(f"{cpu_name()}, native bf16: {'yes' if cpu_has_native_bf16() else 'no'}")
+        args.minutes = 11.0 if native_bf16 else 25.0
+    print(f"{cpu_name()}, native bf16: {'yes' if native_bf16 else 'no'}")
     tick = time.perf_counter()
     load_dataset(args.data, holdout=1000)  # decode once into the cache; not part of the timed runs
     print(f"decoded and cached {args.data} in {time.perf_counter() - tick:.1f}s")

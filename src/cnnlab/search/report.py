@@ -79,10 +79,10 @@ def _arch_ok(arch) -> bool:
     """An architecture as `cnnlab search` records it: each value within its search space's bounds."""
     from .space import VALUES
 
+    ok = {k: check for k, (_, check, _) in VALUES.items()}
     try:
-        ok = {k: VALUES[k][1] for k in VALUES}
         head = arch["head"]
-        return (isinstance(arch["stages"], list) and 1 <= len(arch["stages"]) <= 16
+        return (isinstance(arch["stages"], list) and ok["stages"](len(arch["stages"]))
                 and all(ok[k](stage[k]) for stage in arch["stages"] for k in ("blocks", "width", "kernel"))
                 and all(ok[k](arch[k]) for k in ("downsample", "skip", "bn", "activation"))
                 and ok["padding"](arch.get("padding", "same")) and ok["group"](arch.get("group", "none"))

@@ -241,16 +241,18 @@ def check_seeds(seeds: int | None, budget: str) -> int:
 def _check_out(out: Path, name: str) -> None:
     """A study's --out holds nothing of another kind, nor another study's results (its runs would mix)."""
     from ..report.html import refuse_other_kind
+    from ..runtime.files import read_text_capped
 
     refuse_other_kind(out, "study")
+    if not (out / "results.json").is_file():
+        return
     try:
-        other = json.loads((out / "results.json").read_text()).get("study") if (out / "results.json").is_file() \
-            else name
+        other = json.loads(read_text_capped(out / "results.json")).get("study")
     except (ValueError, OSError, AttributeError):
         other = None
     if other != name:
-        raise CnnlabError(f"--out {out}: holds the results of " + (f"the study '{other}'" if isinstance(other, str)
-                          else "something else (results.json)") + "; choose another folder")
+        whose = f"the study '{other}'" if isinstance(other, str) else "something else (results.json)"
+        raise CnnlabError(f"--out {out}: holds the results of {whose}; choose another folder")
 
 
 def run_study(study: Study, out: Path, budget: str = "small", seeds: int | None = None, data: str | None = None,
