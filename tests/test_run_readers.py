@@ -240,6 +240,8 @@ METRICS_CASES = {
     "remedies-not-text": (lambda f: _append(f, {"type": "diagnosis", "kind": "vanishing", "step": 1,
                                                 "layers": ["fc"], "evidence": "e", "remedies": [None, 3]}),
                           "remedies"),
+    # the file grown to 1 GiB by a line of NUL bytes (sparse: no disk), which read whole would fill the memory
+    "a-line-over-16-mib": (lambda f: os.truncate(f / "metrics.jsonl", 1 << 30), "is over 16 MiB; the file is"),
 }
 def _endless(path):
     """A damage: the file replaced by a link to /dev/zero, which never ends."""
@@ -292,6 +294,17 @@ def test_a_tampered_run_folder_is_one_line_and_exit_2(run, tmp_path, capsys, com
     assert main(COMMANDS[command](folder, str(run.parent / "imgs"), image)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("cnnlab: error:") and culprit in err[0], err
+
+
+def test_metrics_larger_than_a_run_writes_are_refused_at_the_cap(run, tmp_path, capsys, monkeypatch):
+    """Records that each pass their checks, but more of them than the cap: reading stops there."""
+    monkeypatch.setattr("cnnlab.train.run_folder.MAX_METRICS_BYTES", 1 << 20)
+    folder = tmp_path / "run"
+    shutil.copytree(run, folder)
+    record = (folder / "metrics.jsonl").read_text().splitlines()[0] + "\n"
+    (folder / "metrics.jsonl").write_text(record * ((2 << 20) // len(record)))
+    assert main(["diagnose", str(folder)]) == 2
+    assert "metrics.jsonl: over 1 MiB, more than a run writes" in capsys.readouterr().err
 
 
 def test_a_tampered_run_folder_through_the_command_line(run, tmp_path):

@@ -27,6 +27,10 @@ from ..runtime.files import atomic_write_text, load_weights, read_text_capped, s
 from ..runtime.yaml_text import load_yaml
 from .checkpoint import load_checkpoint, save_checkpoint
 
+# metrics.jsonl: the longest record (a gradient-health sample names every layer) and the whole file
+MAX_RECORD_BYTES = 16 << 20
+MAX_METRICS_BYTES = 1 << 30
+
 # model.json: each key and the check its value must pass
 _SPEC = {
     "model": lambda v: isinstance(v, str) and 0 < len(v) < 100,
@@ -264,7 +268,7 @@ class RunFolder:
         if not self.metrics.is_file():
             raise CnnlabError(f"{self.path}: not a cnnlab run folder (no metrics.jsonl)")
         records = []
-        for n, line in enumerate(self.metrics.read_text(errors="replace").splitlines(), 1):
+        for n, line in enumerate(self._metrics_lines(), 1):
             try:
                 record = json.loads(line)
             except ValueError:
@@ -282,6 +286,20 @@ class RunFolder:
                                       f"{str(record[key])[:60]}")
             records.append(record)
         return records
+
+    def _metrics_lines(self):
+        """metrics.jsonl line by line, each read up to a cap: a damaged file of one endless line, or a file
+        larger than any run writes, is refused at the cap instead of read into memory whole."""
+        read = 0
+        with open(self.metrics, "rb") as fh:
+            for n, line in enumerate(iter(lambda: fh.readline(MAX_RECORD_BYTES + 1), b""), 1):
+                read += len(line)
+                if len(line) > MAX_RECORD_BYTES:
+                    raise CnnlabError(f"{self.metrics}: line {n} is over {MAX_RECORD_BYTES >> 20} MiB; "
+                                      f"the file is damaged")
+                if read > MAX_METRICS_BYTES:
+                    raise CnnlabError(f"{self.metrics}: over {MAX_METRICS_BYTES >> 20} MiB, more than a run writes")
+                yield line.decode("utf-8", errors="replace").rstrip("\r\n")
 
     def load_weights(self, model: torch.nn.Module, which: str = "best") -> None:
         load_weights(model, self.weights(which))
