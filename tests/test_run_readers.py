@@ -76,6 +76,17 @@ def test_eval_holdout_option_overrides_the_runs(run, elsewhere, capsys):
     assert r["count"] == 12 and r["holdout"] == 0.2 and r["run_split"] is False
 
 
+def test_eval_holdout_on_data_with_its_own_test_split_is_refused(run, elsewhere, capsys):
+    """Such data is tested on its test/ folder whatever --holdout says: the option would be silently ignored."""
+    other = _image_folder(elsewhere / "other" / "train", "abc", per_class=10)
+    _image_folder(other.parent / "test", "abc", per_class=4, offset=0)
+    assert main(["eval", "--checkpoint", str(run), "--data", str(other.parent), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["count"] == 12
+    assert main(["eval", "--checkpoint", str(run), "--data", str(other.parent), "--holdout", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert f"--holdout 0.5: {other.parent} has a test split of its own (test/)" in err, err
+
+
 def test_eval_on_another_data_set_only_when_asked(run, elsewhere, capsys):
     other = _image_folder(elsewhere / "other", "abc", per_class=10)  # the same classes, other images
     assert main(["eval", "--checkpoint", str(run), "--data", str(other), "--json"]) == 0

@@ -65,11 +65,16 @@ def load_test_split(run_dir: Path, spec: dict, data: str | None = None, holdout:
     run = folder.read_data()
     source = data_location(run["data"] if data is None else data)
     own = source == data_location(run["data"])
+    asked = holdout
     holdout = run["holdout"] if holdout is None else holdout
     if data is None and source not in DATASETS and not Path(source).exists():
         raise CnnlabError(f"{folder}: the data it trained on, {source}, is not here; give --data where it is now")
     ds = load_dataset(source, holdout=holdout, image_size=run["image_size"] if own else spec["image_size"],
                       skip_bad=run["skip_bad"] if own else False)
+    if asked is not None and not ds.held_out:
+        where = "" if source in DATASETS else " (test/)"
+        raise CnnlabError(f"--holdout {asked:g}: {source} has a test split of its own{where}, which is what is "
+                          f"evaluated; --holdout chooses the split of data without one")
     check_classes(ds, spec, f"--data {data}" if data is not None else f"the run's data {source}")
     size = spec["image_size"]
     ensure_fits(len(ds.test_y) * ds.channels * size * size, CPU, f"the test split at image size {size}")

@@ -31,7 +31,7 @@ from .dataset import ImageDataset, reason, validate
 from .download import digest
 from .folder import walk_folder
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 _ARRAYS = ("train_x", "train_y", "test_x", "test_y")
 _HOST = socket.gethostname()
 _TEMP = re.compile(r"^\.[0-9a-f]{20}\.(?P<host>.+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
@@ -66,14 +66,15 @@ def _warn(message: str) -> None:
 def _read(entry: Path) -> ImageDataset:
     """The entry's arrays, memory-mapped, after checking everything a damaged or tampered entry could break."""
     meta = json.loads((entry / "meta.json").read_text())
-    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not isinstance(meta.get("notes"), list):
-        raise CnnlabError("meta.json lacks name, classes or notes")
+    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not isinstance(meta.get("notes"), list) \
+            or not isinstance(meta.get("held_out"), bool):
+        raise CnnlabError("meta.json lacks name, classes, notes or held_out")
     size = meta.get("default_image_size")
     if size is not None and (not isinstance(size, int) or size < 1):
         raise CnnlabError(f"meta.json: default_image_size {size!r}")
     arrays = {k: np.load(entry / f"{k}.npy", mmap_mode="r", allow_pickle=False) for k in _ARRAYS}
     ds = ImageDataset(meta["name"], meta.get("classes"), **arrays, default_image_size=size,
-                      notes=[str(n) for n in meta["notes"]])
+                      notes=[str(n) for n in meta["notes"]], held_out=meta["held_out"])
     return validate(ds, "the entry")
 
 
@@ -125,7 +126,7 @@ def _write(entry: Path, ds: ImageDataset, source: Path) -> None:
         for k in _ARRAYS:
             np.save(tmp / f"{k}.npy", np.ascontiguousarray(getattr(ds, k)))
         meta = {"name": ds.name, "classes": ds.classes, "default_image_size": ds.default_image_size,
-                "notes": ds.notes, "source": str(source)}
+                "notes": ds.notes, "held_out": ds.held_out, "source": str(source)}
         (tmp / "meta.json").write_text(json.dumps(meta))  # written last: its presence marks a complete entry
         os.replace(tmp, entry)
     except OSError:

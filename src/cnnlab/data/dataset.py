@@ -19,6 +19,7 @@ class ImageDataset:
     test_y: np.ndarray
     default_image_size: int | None = None  # size models see, when it differs from the stored size
     notes: list[str] = field(default_factory=list)  # e.g. "skipped 3 unreadable images"
+    held_out: bool = False  # the test split was held out of the training images (--holdout): no test/ of its own
 
     @property
     def num_classes(self) -> int:

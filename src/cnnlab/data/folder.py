@@ -305,7 +305,8 @@ def load_folder(path: Path, holdout: float = 0.2, image_size: int | None = None,
     else:
         x_train, y_train, x_test, y_test = _hold_out(x_train, y_train, holdout, path)
     notes = [f"skipped {skipped} unreadable image{'s' * (skipped != 1)}"] if skipped else []
-    return ImageDataset(path.name.split(".")[0], classes, x_train, y_train, x_test, y_test, notes=notes)
+    return ImageDataset(path.name.split(".")[0], classes, x_train, y_train, x_test, y_test, notes=notes,
+                        held_out=not arrays["test"])
 
 
 def _stack(items: list[tuple[np.ndarray, int, str]]) -> tuple[np.ndarray, np.ndarray]:
