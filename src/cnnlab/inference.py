@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import DATASETS, ImageDataset, data_location, decode_image, load_dataset
+from .data import DATASETS, ImageDataset, data_location, decode_image, load_dataset, refuse_ignored_holdout
 from .errors import CnnlabError
 from .text import plural
 from .train.run_folder import RunFolder
@@ -71,10 +71,8 @@ def load_test_split(run_dir: Path, spec: dict, data: str | None = None, holdout:
         raise CnnlabError(f"{folder}: the data it trained on, {source}, is not here; give --data where it is now")
     ds = load_dataset(source, holdout=holdout, image_size=run["image_size"] if own else spec["image_size"],
                       skip_bad=run["skip_bad"] if own else False)
-    if asked is not None and not ds.held_out:
-        where = "" if source in DATASETS else " (test/)"
-        raise CnnlabError(f"--holdout {asked:g}: {source} has a test split of its own{where}, which is what is "
-                          f"evaluated; --holdout chooses the split of data without one")
+    if asked is not None:
+        refuse_ignored_holdout(ds, asked, source)
     check_classes(ds, spec, f"--data {data}" if data is not None else f"the run's data {source}")
     size = spec["image_size"]
     ensure_fits(len(ds.test_y) * ds.channels * size * size, CPU, f"the test split at image size {size}")

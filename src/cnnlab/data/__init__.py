@@ -9,7 +9,8 @@ from ..errors import CnnlabError
 from ..text import did_you_mean
 from .cache import cached
 from .cifar import is_cifar_dir, load_cifar
-from .dataset import ImageDataset, check_holdout, check_trainable, stratified_split, validate
+from .dataset import (ImageDataset, check_holdout, check_trainable, refuse_ignored_holdout, stratified_split,
+                      validate)
 from .digits import load_digits
 from .download import download
 from .folder import decode_image, is_archive, load_folder
@@ -113,4 +114,4 @@ def load_dataset(spec: str, *, download: bool = False, holdout: float = 0.2, ima
 
 
 __all__ = ["DATASETS", "ImageDataset", "check_holdout", "check_trainable", "data_location", "decode_image",
-           "download", "fetch", "load_dataset", "stratified_split", "validate"]
+           "download", "fetch", "load_dataset", "refuse_ignored_holdout", "stratified_split", "validate"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -79,6 +80,15 @@ def validate(ds: ImageDataset, source: str) -> ImageDataset:
     if len(ds.test_y) and ds.test_x.shape[1:] != ds.train_x.shape[1:]:
         raise CnnlabError(f"{source}: test images are {ds.test_x.shape[1:]}, training images {ds.train_x.shape[1:]}")
     return ds
+
+
+def refuse_ignored_holdout(ds: ImageDataset, holdout: float | int, source: str) -> None:
+    """A --holdout the user gave for data whose test split is its own (a test/ folder, a built-in test set)
+    would be silently ignored: refuse it in one line."""
+    if not ds.held_out:
+        where = " (test/)" if Path(source).exists() else ""
+        raise CnnlabError(f"--holdout {holdout:g}: {source} has a test split of its own{where}, which is what is "
+                          f"tested on; --holdout chooses the split of data without one")
 
 
 def check_holdout(holdout) -> float | int:

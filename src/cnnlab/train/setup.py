@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from .. import __version__
-from ..data import check_trainable, data_location, load_dataset, stratified_split
+from ..data import check_trainable, data_location, load_dataset, refuse_ignored_holdout, stratified_split
 from ..data.augment import Augmenter, parse_policy
 from ..diagnose.monitor import GradientMonitor
 from ..errors import CnnlabError
@@ -28,7 +28,7 @@ from ..runtime.device import (cpu_has_native_bf16, cpu_name, keep_freed_memory, 
                               to_channels_last, use_all_cores)
 from ..runtime.memory import create_model_within_memory, ensure_fits
 from ..runtime.tensors import channel_stats, normalize, to_device
-from .config import TrainConfig
+from .config import FIELDS, TrainConfig
 from .finetune import describe_init, freeze, init_from, layer_names, pretrained_parameters
 from .lookahead import Lookahead
 from .optim import build_optimizer
@@ -141,6 +141,8 @@ def _setup(cfg: TrainConfig, resume: bool, callbacks: Callbacks, ranks: distribu
                       skip_bad=cfg.skip_bad)
     if ranks.main:
         distributed.barrier(ranks)
+    if cfg.holdout != FIELDS["holdout"].default:
+        refuse_ignored_holdout(ds, cfg.holdout, cfg.data)
     if ds.image_size[0] != ds.image_size[1] and cfg.image_size is None:
         raise CnnlabError(f"{cfg.data}: images are {ds.image_size[1]}x{ds.image_size[0]}, not square; "
                           f"pass --image-size N")
