@@ -150,14 +150,15 @@ def test_an_interrupted_run_of_a_study_continues_from_its_checkpoint(tmp_path):
     (["tour", "--seeds", "99999999999999999999"], "--seeds must be from 1 to 100, got 99999999999999999999"),
     (["study", "filters", "--seeds", "0"], "--seeds must be from 1 to 100, got 0"),
     (["study", "filters", "--data", ""], "--data is empty"),
+    (["study", "filters", "--data", "/nonexistent"], "--data /nonexistent: no such file or folder"),
 ])
-def test_a_bad_study_option_is_one_line_of_its_own(tmp_path, capsys, argv, match):
+def test_a_bad_study_option_is_one_line_of_its_own_and_leaves_no_folder(tmp_path, capsys, argv, match):
     from cnnlab.cli import main
 
     assert main([*argv, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.splitlines()
     assert err[-1].startswith("cnnlab: error:") and match in err[-1], err
-    assert not (tmp_path / "out" / "results.json").exists()
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("argv, holds, culprit", [

@@ -24,6 +24,7 @@ import io
 import json
 import math
 import re
+import shutil
 import statistics
 import sys
 import time
@@ -261,7 +262,18 @@ def run_study(study: Study, out: Path, budget: str = "small", seeds: int | None 
     base = base_settings(budget, data)
     seeds = check_seeds(seeds, budget)
     _check_out(out, study.name)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run_contenders(study, out, budget, seeds, base, quiet, report)
+    except CnnlabError:
+        if created and not any(p.is_file() for p in out.rglob("*")):  # refused before any run wrote a file
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _run_contenders(study: Study, out: Path, budget: str, seeds: int, base: dict, quiet: bool,
+                    report: bool) -> dict:
     contenders = study.contenders(budget)
     measures = COMMON + study.measures
     ctx = {"budget": budget, "base": base, "out": out}
