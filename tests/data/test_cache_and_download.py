@@ -79,6 +79,7 @@ def test_second_load_of_cifar10_jpeg_is_10x_faster():
 class _RangeHandler(http.server.SimpleHTTPRequestHandler):
     """Serves files with HTTP Range support and can cut a response short, like a dropped connection."""
     cut_after: int | None = None
+    trickle: float = 0.0  # seconds between 64-byte pieces: a server that sends, but too slowly ever to finish
     ranges: list = []
 
     def do_GET(self):
@@ -97,6 +98,15 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
         chunk = body[start:]
         if type(self).cut_after is not None:
             chunk, type(self).cut_after = chunk[: type(self).cut_after], None
+        if type(self).trickle:
+            for i in range(0, len(chunk), 64):
+                try:
+                    self.wfile.write(chunk[i:i + 64])
+                    self.wfile.flush()
+                except OSError:  # the client gave up
+                    return
+                time.sleep(type(self).trickle)
+            return
         self.wfile.write(chunk)
 
     def log_message(self, *args):
@@ -107,7 +117,7 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
 def server(tmp_path):
     root = tmp_path / "www"
     root.mkdir()
-    _RangeHandler.ranges, _RangeHandler.cut_after = [], None
+    _RangeHandler.ranges, _RangeHandler.cut_after, _RangeHandler.trickle = [], None, 0.0
     handler = lambda *a, **k: _RangeHandler(*a, directory=str(root), **k)  # noqa: E731
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
@@ -150,6 +160,19 @@ def test_a_download_larger_than_the_cap_is_stopped_and_removed(server, tmp_path,
     with pytest.raises(CnnlabError, match=r"blob\.bin: over 1 MiB \(CNNLAB_MAX_DOWNLOAD_BYTES\)"):
         download(f"{url}/blob.bin", tmp_path / "dl" / "blob.bin", "0" * 32)
     assert list((tmp_path / "dl").iterdir()) == []
+
+
+def test_a_download_that_trickles_is_stopped_and_kept_to_resume(server, tmp_path):
+    """640 bytes a second never time out a read, and would take hours for a data set: stopped after the
+    first window of `timeout` seconds under 1 KiB/s, the bytes kept for the next try."""
+    root, url = server
+    (root / "blob.bin").write_bytes(b"x" * 200_000)
+    _RangeHandler.trickle = 0.1
+    t0 = time.monotonic()
+    with pytest.raises(CnnlabError, match=r"blob\.bin: under 1 KiB/s .*run again to resume"):
+        download(f"{url}/blob.bin", tmp_path / "dl" / "blob.bin", "0" * 32, timeout=1)
+    assert time.monotonic() - t0 < 10
+    assert 0 < (tmp_path / "dl" / "blob.bin.part").stat().st_size < 200_000
 
 
 def test_download_flag_fetches_a_registered_dataset(server, tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -14,6 +15,7 @@ from ..errors import CnnlabError
 from .limits import DOWNLOAD, limit
 
 CHUNK = 1 << 20
+MIN_RATE = 1 << 10  # bytes a second, below which a download is given up (and kept to resume)
 
 
 def digest(path: Path, algorithm: str = "md5") -> str:
@@ -43,14 +45,24 @@ def download(url: str, dest: Path, md5: str | None = None, timeout: float = 60.0
             length = response.headers.get("Content-Length")
             expected = (have if resumed else 0) + int(length) if length is not None else None
             cap = limit(DOWNLOAD)
+            window, received = time.monotonic(), 0
             with open(part, "ab" if resumed else "wb") as f:
-                for block in iter(lambda: response.read(CHUNK), b""):
+                # read1: whatever has arrived, so a server that trickles is seen without waiting for a block
+                for block in iter(lambda: response.read1(CHUNK), b""):
                     if f.tell() + len(block) > cap:  # a server sending without end would fill the disk
                         f.close()
                         part.unlink()
                         raise CnnlabError(f"download of {url}: over {cap >> 20} MiB ({DOWNLOAD[0]}), more than "
                                           f"the data set is; the partial file was removed")
                     f.write(block)
+                    received += len(block)
+                    # each read returns within `timeout`, but a byte a second would never end: a floor on
+                    # the rate over each window of `timeout` seconds
+                    if (elapsed := time.monotonic() - window) >= timeout:
+                        if received < MIN_RATE * elapsed:
+                            raise CnnlabError(f"download of {url}: under {MIN_RATE >> 10} KiB/s ({received} bytes "
+                                              f"in {elapsed:.0f} s); run again to resume")
+                        window, received = time.monotonic(), 0
             if expected is not None and part.stat().st_size < expected:  # the connection broke off early
                 raise OSError(f"connection closed after {part.stat().st_size} of {expected} bytes")
     except urllib.error.HTTPError as exc:
