@@ -43,9 +43,12 @@ def test_a_report_that_fails_is_a_warning_and_the_run_stays_finished(tmp_path, c
 
 
 def test_search_writes_its_report_and_prints_its_path(tmp_path, capsys):
+    from tests.data.writers import write_folder
+
     out = tmp_path / "search"
-    assert main(["search", "--space", "resnet-like", "--trials", "2", "--data", "digits", "--epochs", "1",
-                 "--image-size", "8", "--holdout", "0.3", "--out", str(out)]) == 0
+    write_folder(tmp_path / "imgs", per_class=10, size=8)  # no test/: --holdout makes the test split
+    assert main(["search", "--space", "resnet-like", "--trials", "2", "--data", str(tmp_path / "imgs"), "--epochs",
+                 "1", "--image-size", "8", "--holdout", "0.3", "--out", str(out)]) == 0
     assert f"report: {out / 'report.html'}" in capsys.readouterr().out
     page = (out / "report.html").read_text()
     assert "Leaderboard" in page and "Best architecture" in page
