@@ -66,28 +66,30 @@ def page(title: str, body: str) -> str:
             f'<p class="muted">written by cnnlab {esc(__import__("cnnlab").__version__)}</p></body></html>')
 
 
+# the file that marks each kind of folder cnnlab writes, in the order kind_of tries them
+MARKERS = {"tour": "tour.json", "study": "results.json", "search": "study.db", "run": "model.json"}
+
+
 def kind_of(folder: Path) -> str:
     folder = Path(folder)
-    if (folder / "tour.json").is_file():
+    has = {kind: (folder / marker).is_file() for kind, marker in MARKERS.items()}
+    if has["tour"]:
         return "tour"
-    if (folder / "results.json").is_file():
+    if has["study"]:
+        results_file = folder / MARKERS["study"]
         try:
-            results = json.loads(read_text_capped(folder / "results.json"))
+            results = json.loads(read_text_capped(results_file))
         except (ValueError, OSError):
-            raise CnnlabError(f"{folder / 'results.json'}: not valid JSON") from None
+            raise CnnlabError(f"{results_file}: not valid JSON") from None
         if isinstance(results, dict) and "claim" in results:
             return "study"
-        if not (folder / "study.db").is_file() and not (folder / "model.json").is_file():
-            raise CnnlabError(f"{folder / 'results.json'}: not what cnnlab writes (no study's claim)")
-    if (folder / "study.db").is_file():
-        return "search"
-    if (folder / "model.json").is_file():
-        return "run"
-    raise CnnlabError(f"{folder}: not a folder cnnlab wrote (no model.json, study.db, results.json or tour.json)")
-
-
-# the file that marks each kind of folder cnnlab writes
-MARKERS = {"tour": "tour.json", "study": "results.json", "search": "study.db", "run": "model.json"}
+        if not has["search"] and not has["run"]:
+            raise CnnlabError(f"{results_file}: not what cnnlab writes (no study's claim)")
+    for kind in ("search", "run"):
+        if has[kind]:
+            return kind
+    *names, last = reversed(MARKERS.values())
+    raise CnnlabError(f"{folder}: not a folder cnnlab wrote (no {', '.join(names)} or {last})")
 
 
 def refuse_other_kind(out: Path, kind: str) -> None:
