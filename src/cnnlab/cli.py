@@ -221,9 +221,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.csv and RunFolder(args.checkpoint).owns(args.csv):
         raise CnnlabError(f"--csv {args.csv}: would overwrite the run's own files; choose another name")
-    if args.csv and args.csv.resolve() in {f.resolve() for f in image_files(args.images)}:
+    files = image_files(args.images)  # folders listed once: predict_images finds files where they were
+    if args.csv and args.csv.resolve() in {f.resolve() for f in files}:
         raise CnnlabError(f"--csv {args.csv}: is one of the images to predict; choose another name")
-    results = predict_images(args.checkpoint, args.images, top_k=args.top_k, weights=args.weights)
+    results = predict_images(args.checkpoint, files, top_k=args.top_k, weights=args.weights)
     done = [r for r in results if "top" in r]
     failed = [r for r in results if "error" in r]
     for r in failed:
