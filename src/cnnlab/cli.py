@@ -146,10 +146,10 @@ def train_config(args: argparse.Namespace):
     layers.append(given)
     sources.append("options")
     cfg = resolve(layers, sources)
-    # the schedule holds a warm-up to the run's last step, so one the user asks for that long would leave
-    # no decay at all (recipes and the default, 1 epoch, are held there silently: --epochs 1 is a quick look)
-    asked = any("warmup_epochs" in layer for layer in layers[1 if args.resume else 0:])
-    if asked and cfg.schedule in ("onecycle", "cosine") and cfg.warmup_epochs >= cfg.epochs:
+    # the schedule holds a warm-up to the run's last step, so one asked for on the command line that long
+    # would leave no decay at all (the default, 1 epoch, a recipe's and a config file's, which may be another
+    # run's config.yaml, are held there silently: --epochs 1 is a quick look)
+    if "warmup_epochs" in given and cfg.schedule in ("onecycle", "cosine") and cfg.warmup_epochs >= cfg.epochs:
         raise CnnlabError(f"--warmup-epochs {cfg.warmup_epochs:g} is as long as the run's {cfg.epochs} "
                           f"epoch{'s' if cfg.epochs > 1 else ''} or longer: the rate would never decay; give "
                           f"fewer warm-up epochs or more epochs")
