@@ -2,6 +2,7 @@
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -158,3 +159,43 @@ def test_cache_list_and_clear(tmp_path, capsys):
     assert "removed 1 entry" in capsys.readouterr().out
     assert not [p for p in cache.cache_root().iterdir()]
     assert main(["cache", "list"]) == 0 and "no cache entries" in capsys.readouterr().out
+
+
+def test_cache_clear_removes_only_folders_named_as_cnnlab_names_them(tmp_path, capsys):
+    """Folders of the user's, hidden ones and links (to anywhere) in the cache folder are not the cache's."""
+    root = cache.cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("my_photos", ".hidden"):
+        (root / name).mkdir()
+        (root / name / "a.txt").write_text("precious")
+    (tmp_path / "outside" / "sub").mkdir(parents=True)
+    (tmp_path / "outside" / "sub" / "d.txt").write_text("keep")
+    (root / "0123456789abcdef0123").symlink_to(tmp_path / "outside")  # a link named like an entry
+    (root / "fedcba9876543210fedc").mkdir()  # an entry of cnnlab's, damaged: nothing in it
+    assert main(["cache", "clear"]) == 0
+    assert "removed 1 entry (0 bytes)" in capsys.readouterr().out
+    assert sorted(p.name for p in root.iterdir()) == [".hidden", "0123456789abcdef0123", "my_photos"]
+    assert (tmp_path / "outside" / "sub" / "d.txt").read_text() == "keep"
+
+
+def test_a_pipe_or_a_huge_meta_json_is_a_damaged_entry_never_waited_on_or_read_whole(tmp_path, capsys):
+    def expire(*_):
+        raise TimeoutError("waited on a pipe")
+
+    write_folder(tmp_path / "d", per_class=3)
+    load_dataset(str(tmp_path / "d"), holdout=1)
+    entry = next(cache.cache_root().iterdir())
+    (entry / "meta.json").unlink()
+    os.mkfifo(entry / "meta.json")
+    signal.signal(signal.SIGALRM, expire)
+    signal.alarm(20)
+    try:
+        assert main(["cache", "list"]) == 0
+        assert "damaged (meta.json is missing or not a regular file)" in capsys.readouterr().out
+        assert load_dataset(str(tmp_path / "d"), holdout=1).train_x.shape[0] == 6  # rebuilt
+        assert "is damaged (meta.json is missing or not a regular file); it is rebuilt" in capsys.readouterr().err
+    finally:
+        signal.alarm(0)
+    os.truncate(entry / "meta.json", 1 << 32)  # sparse: no disk
+    assert main(["cache", "list"]) == 0
+    assert "meta.json: over 16 MiB" in capsys.readouterr().out

@@ -27,6 +27,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import CnnlabError
+from ..runtime.files import read_text_capped
 from .dataset import ImageDataset, reason, validate
 from .download import digest
 from .folder import walk_folder
@@ -35,6 +36,8 @@ FORMAT_VERSION = 3
 _ARRAYS = ("train_x", "train_y", "test_x", "test_y")
 _HOST = socket.gethostname()
 _TEMP = re.compile(r"^\.[0-9a-f]{20}\.(?P<host>.+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
+_KEY = re.compile(r"^[0-9a-f]{20}$")
+_FILES = ("meta.json", *(f"{k}.npy" for k in _ARRAYS))
 
 
 def cache_root() -> Path:
@@ -63,9 +66,18 @@ def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
+def _read_meta(entry: Path) -> dict:
+    """meta.json, once every file of the entry is known to be a regular file (a pipe would be waited on) and
+    read up to a cap (a huge one would fill the memory)."""
+    for name in _FILES:
+        if not (entry / name).is_file():
+            raise CnnlabError(f"{name} is missing or not a regular file")
+    return json.loads(read_text_capped(entry / "meta.json"))
+
+
 def _read(entry: Path) -> ImageDataset:
     """The entry's arrays, memory-mapped, after checking everything a damaged or tampered entry could break."""
-    meta = json.loads((entry / "meta.json").read_text())
+    meta = _read_meta(entry)
     if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not isinstance(meta.get("notes"), list) \
             or not isinstance(meta.get("held_out"), bool):
         raise CnnlabError("meta.json lacks name, classes, notes or held_out")
@@ -153,24 +165,32 @@ def cached(source: Path, build: Callable[[], ImageDataset], **options) -> ImageD
     return ds
 
 
+def _size(folder: Path) -> int:
+    """The bytes of the files below `folder`, links not followed (one could lead anywhere)."""
+    return sum(os.lstat(os.path.join(top, name)).st_size for top, _, names in os.walk(folder) for name in names)
+
+
 def _entry_info(path: Path) -> dict:
-    info = {"key": path.name, "path": str(path), "bytes": sum(f.stat().st_size for f in path.rglob("*")
-                                                              if f.is_file())}
+    info = {"key": path.name, "path": str(path), "bytes": _size(path)}
     if path.name.startswith("."):
         return {**info, "kind": "temporary", "writer_alive": _writer_alive(path.name)}
     try:
-        meta = json.loads((path / "meta.json").read_text())
+        meta = _read_meta(path)
         images = sum(len(np.load(path / f"{k}.npy", mmap_mode="r", allow_pickle=False)) for k in ("train_y", "test_y"))
         return {**info, "kind": "entry", "source": meta["source"], "name": meta["name"],
                 "classes": len(meta["classes"]), "images": images}
-    except (OSError, ValueError, TypeError, KeyError) as exc:
+    except (OSError, ValueError, TypeError, KeyError) as exc:  # CnnlabError is a ValueError
         return {**info, "kind": "damaged", "problem": reason(exc)}
 
 
 def list_entries(root: Path | None = None) -> list[dict]:
-    """Every entry (source, images, classes, bytes), damaged entry and temporary folder in the cache."""
+    """Every entry (source, images, classes, bytes), damaged entry and temporary folder in the cache: the
+    folders named as cnnlab names them, not links; anything else there is not the cache's to list or remove."""
     root = root or cache_root()
-    return [_entry_info(p) for p in sorted(root.iterdir()) if p.is_dir()] if root.is_dir() else []
+    if not root.is_dir():
+        return []
+    return [_entry_info(p) for p in sorted(root.iterdir())
+            if (_KEY.match(p.name) or _TEMP.match(p.name)) and p.is_dir() and not p.is_symlink()]
 
 
 def clear(root: Path | None = None) -> tuple[int, int]:
