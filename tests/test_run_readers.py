@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 
@@ -260,6 +261,12 @@ def _endless(path):
     path.symlink_to("/dev/zero")
 
 
+def _pipe(path):
+    """A damage: the file replaced by a named pipe, which opening would wait on for a writer."""
+    path.unlink()
+    os.mkfifo(path)
+
+
 ALIAS_BOMB = "".join(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]\n" for i in range(1, 9))
 CONFIG_CASES = {
     "alias-bomb": (lambda f: (f / "config.yaml").write_text("b0: &a0 [x, x, x, x, x, x, x, x, x]\n" + ALIAS_BOMB),
@@ -267,6 +274,7 @@ CONFIG_CASES = {
     "a-key-twice": (lambda f: (f / "config.yaml").write_text((f / "config.yaml").read_text() + "holdout: 0.5\n"),
                     "the key 'holdout' is given twice"),
     "endless": (lambda f: _endless(f / "config.yaml"), "config.yaml: over 16 MiB"),
+    "a-pipe": (lambda f: _pipe(f / "config.yaml"), "config.yaml: a pipe or socket, not a file"),
 }
 
 
@@ -279,6 +287,7 @@ SUMMARY_CASES = {
     "accuracy-missing": (_summary_edit(lambda s: s.pop("test_accuracy")), "'test_accuracy' is missing"),
     "diagnoses-not-records": (_summary_edit(lambda s: s.update(diagnoses=[1])), "'diagnoses'"),
     "endless": (lambda f: _endless(f / "summary.json"), "summary.json: over 16 MiB"),
+    "a-pipe": (lambda f: _pipe(f / "summary.json"), "summary.json: a pipe or socket, not a file"),
 }
 COMMANDS = {
     "eval": lambda f, data, image: ["eval", "--checkpoint", str(f), "--data", data],
@@ -389,21 +398,57 @@ def test_outputs_never_overwrite_the_run_or_the_images_and_a_failed_export_leave
     folder = tmp_path / "run"
     shutil.copytree(run, folder)
     image = next((run.parent / "imgs" / "a").iterdir())
-    before = {p: p.read_bytes() for p in (folder / "model.json", image)}
-    for csv, culprit in ((folder / "model.json", "the run's own files"), (image, "one of the images")):
+    (folder / "report.html").write_text("<html>")
+    before = {p: p.read_bytes() for p in (folder / "model.json", folder / "report.html", folder / ".lock", image)}
+    for csv, culprit in ((folder / "model.json", "the run's own files"), (folder / "report.html", "the run's own"),
+                         (image, "one of the images")):
         assert main(["predict", "--checkpoint", str(folder), str(image), "--csv", str(csv)]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and f"--csv {csv}" in err and culprit in err, err
     assert {p: p.read_bytes() for p in before} == before
     latest = folder / "checkpoints" / "latest"
     assert latest.is_file()
-    assert main(["export", str(folder), "--format", "torchscript", "--out", str(latest), "--no-check"]) == 2
-    assert "would overwrite the run's own files" in capsys.readouterr().err
+    for own in (latest, folder / ".lock"):  # the lock: a new file in its place would not hold the running trainer's
+        assert main(["export", str(folder), "--format", "torchscript", "--out", str(own), "--no-check"]) == 2
+        assert "would overwrite the run's own files" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in before} == before
     out = tmp_path / "exported"
     (out / "m.pt.json").mkdir(parents=True)  # where the description beside the model would go
     assert main(["export", str(folder), "--format", "torchscript", "--out", str(out / "m.pt"), "--no-check"]) == 2
     assert "m.pt.json is a folder" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["m.pt.json"]
+
+
+def test_outputs_are_written_as_files_never_over_a_pipe_a_folder_or_through_a_loop(run, tmp_path, capsys):
+    """A file written beside --out and renamed over it would take the place of a pipe or a device (such as
+    /dev/null); a fixed temporary name would overwrite a file of the user's, a loop of links is one line."""
+    out = tmp_path / "out"
+    out.mkdir()
+    os.mkfifo(out / "pipe.pt")
+    os.mkfifo(out / "pipe.png")
+    (out / "folder.png").mkdir()
+    (out / "a").symlink_to(out / "b")
+    (out / "b").symlink_to(out / "a")
+    (out / ".m.pt.tmp").write_text("mine")
+    imgs = str(run.parent / "imgs")
+    image = next((run.parent / "imgs" / "a").iterdir())
+    for argv, culprit in (
+            (["export", str(run), "--format", "torchscript", "--no-check", "--out", str(out / "pipe.pt")],
+             "pipe.pt: not a regular file (a device, pipe or socket)"),
+            (["augment", "--data", imgs, "--policy", "flip", "--rows", "2", "--cols", "2", "--out",
+              str(out / "pipe.png")], "pipe.png: not a regular file"),
+            (["augment", "--data", imgs, "--policy", "flip", "--rows", "2", "--cols", "2", "--out",
+              str(out / "folder.png")], "folder.png: a folder; name a file to write"),
+            (["export", str(run), "--format", "torchscript", "--no-check", "--out", str(out / "a")],
+             "a: cannot be followed"),
+            (["predict", "--checkpoint", str(run), str(image), "--csv", str(out / "a")], "a: cannot be followed")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("cnnlab: error:") and culprit in err[0], (argv, err)
+    assert stat.S_ISFIFO(os.stat(out / "pipe.pt").st_mode) and stat.S_ISFIFO(os.stat(out / "pipe.png").st_mode)
+    assert sorted(p.name for p in out.iterdir()) == [".m.pt.tmp", "a", "b", "folder.png", "pipe.png", "pipe.pt"]
+    assert main(["export", str(run), "--format", "torchscript", "--no-check", "--out", str(out / "m.pt")]) == 0
+    assert (out / ".m.pt.tmp").read_text() == "mine" and (out / "m.pt").is_file()
 
 
 def test_a_pipe_among_the_images_is_refused_or_skipped_never_waited_on(run, tmp_path, capsys):

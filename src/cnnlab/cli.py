@@ -217,12 +217,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """Predictions on stdout (and in --csv); an unreadable file is one line on stderr, the rest are predicted,
     and the exit status is then 2."""
     from .inference import image_files, predict_images
+    from .runtime.files import resolved
     from .train.run_folder import RunFolder
 
     if args.csv and RunFolder(args.checkpoint).owns(args.csv):
         raise CnnlabError(f"--csv {args.csv}: would overwrite the run's own files; choose another name")
     files = image_files(args.images)  # folders listed once: predict_images finds files where they were
-    if args.csv and args.csv.resolve() in {f.resolve() for f in files}:
+    if args.csv and resolved(args.csv) in {resolved(f) for f in files}:
         raise CnnlabError(f"--csv {args.csv}: is one of the images to predict; choose another name")
     results = predict_images(args.checkpoint, files, top_k=args.top_k, weights=args.weights)
     done = [r for r in results if "top" in r]

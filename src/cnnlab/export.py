@@ -24,7 +24,7 @@ from .errors import CnnlabError
 from .inference import load_run, stats
 from .models.equivariant import GroupBatchNorm, _OrientedConv
 from .runtime.evaluate import tta_logits
-from .runtime.files import atomic_write_text, publish
+from .runtime.files import atomic_write_text, check_output, publish, temporary_beside
 from .runtime.tensors import normalize
 from .text import plural
 from .train.run_folder import RunFolder
@@ -92,8 +92,7 @@ def export_run(run_dir: Path, fmt: str, out: Path | None = None, weights: str = 
         require_onnx()
     wrapped, spec = exportable(run_dir, weights)
     out = Path(out) if out is not None else default_out(run_dir, fmt)
-    if out.is_dir():
-        raise CnnlabError(f"--out {out}: is a folder; name the file to write")
+    check_output(out)
     if not out.parent.is_dir():
         raise CnnlabError(f"--out {out}: the folder {out.parent} does not exist")
     folder = RunFolder(run_dir)
@@ -102,9 +101,11 @@ def export_run(run_dir: Path, fmt: str, out: Path | None = None, weights: str = 
         raise CnnlabError(f"--out {out}: would overwrite the run's own files; choose another name")
     if fmt == "torchscript" and sidecar.is_dir():
         raise CnnlabError(f"--out {out}: {sidecar} is a folder, where the description beside the model goes")
+    if fmt == "torchscript":
+        check_output(sidecar, f"--out {out}: the description beside it,")
     meta = description(spec, fmt)
     example = torch.rand(2, spec["in_channels"], spec["image_size"], spec["image_size"]) * 255
-    tmp = out.with_name(f".{out.name}.tmp")
+    tmp = temporary_beside(out)
     try:
         if fmt == "onnx":
             _write_onnx(wrapped, example, meta, tmp)

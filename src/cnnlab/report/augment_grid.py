@@ -4,7 +4,6 @@ through the policy with fresh draws. Under a mixup or cutmix image: the two labe
 weights the loss gives them. Each row is named in a margin on the left."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ from PIL import Image, ImageDraw, ImageFont
 from ..data import load_dataset
 from ..data.augment import Augmenter, parse_policy
 from ..errors import CnnlabError
+from ..runtime.files import check_output, publish, temporary_beside
 from ..runtime.tensors import to_device
 
 GAP, RULE, MARGIN, FONT_SIZE = 2, 10, 70, 11  # pixels: between cells, around the rule, row names, text
@@ -58,14 +58,18 @@ def augment_grid(data: str, policy: str, out: Path, rows: int = 4, cols: int = 8
         raise CnnlabError(f"--out {out}: give a .png or .jpg file name")
     if not out.parent.exists():
         raise CnnlabError(f"--out {out}: folder {out.parent} does not exist")
+    check_output(out)
     views, captions = augment_views(data, policy, rows, cols, seed, image_size)
     mixes = any(any(row) for row in captions[1:])
     title = f"{data}, policy {policy}" + ("; under a mixed image: its labels, each with its weight in the loss"
                                            if mixes else "")
     image = compose(views, captions, ["original"] + [f"draw {r}" for r in range(1, rows)], cell, title)
-    tmp = out.with_name(f".{out.name}.tmp{out.suffix}")
-    image.save(tmp)
-    os.replace(tmp, out)
+    tmp = temporary_beside(out, out.suffix)
+    try:
+        image.save(tmp)
+        publish(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     return out
 
 

@@ -3,6 +3,8 @@ one, and weights that load without unpickling anything (safetensors)."""
 from __future__ import annotations
 
 import os
+import stat
+import tempfile
 from pathlib import Path
 
 import torch
@@ -17,12 +19,41 @@ MAX_SETTINGS_BYTES = 16 << 20  # a YAML or JSON file of settings; /dev/zero or a
 
 def read_text_capped(path: Path, limit: int = MAX_SETTINGS_BYTES) -> str:
     """A text file's contents, refused in one line (CnnlabError) when it is over `limit` bytes; reading stops
-    there, so an endless file costs nothing. UnicodeDecodeError and OSError pass to the caller's message."""
+    there, so an endless file costs nothing; a pipe or socket, which opening would wait on, is refused.
+    UnicodeDecodeError and OSError pass to the caller's message."""
+    if stat.S_ISFIFO(os.stat(path).st_mode) or stat.S_ISSOCK(os.stat(path).st_mode):
+        raise CnnlabError(f"{path}: a pipe or socket, not a file")
     with open(path, "rb") as fh:
         data = fh.read(limit + 1)
     if len(data) > limit:
         raise CnnlabError(f"{path}: over {limit >> 20} MiB, too large for a file of settings")
     return data.decode("utf-8")
+
+
+def resolved(path: Path) -> Path:
+    """`path` with every link followed; a loop of links is refused in one line."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError) as exc:  # Python 3.11 raises RuntimeError for a loop
+        raise CnnlabError(f"{path}: cannot be followed ({exc})") from None
+
+
+def check_output(path: Path, option: str = "--out") -> None:
+    """An output path must name a regular file or nothing yet: a file written beside it and renamed over it
+    would replace a device (/dev/null), a pipe or a folder's place instead of writing through it."""
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        what = "a folder" if path.is_dir() else "not a regular file (a device, pipe or socket)"
+        raise CnnlabError(f"{option} {path}: {what}; name a file to write")
+
+
+def temporary_beside(path: Path, suffix: str = "") -> Path:
+    """A new, uniquely named hidden file in `path`'s folder to write before renaming it over `path` (a fixed
+    name could be a file of the user's, overwritten and then removed)."""
+    path = Path(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    return Path(name)
 
 
 def publish(tmp: Path, path: Path) -> None:
@@ -38,7 +69,7 @@ def publish(tmp: Path, path: Path) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = temporary_beside(path)
     try:
         tmp.write_text(text)
         publish(tmp, path)
@@ -50,9 +81,12 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     """Tensors to a safetensors file, atomically. Each tensor is copied to the CPU on its own, so that two
     entries that share memory (safetensors refuses those) are saved as two."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}, str(tmp))
-    publish(tmp, path)
+    tmp = temporary_beside(path)
+    try:
+        save_file({k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}, str(tmp))
+        publish(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:

@@ -23,7 +23,7 @@ import yaml
 
 from ..errors import CnnlabError
 from ..models.registry import FROM_THE_DATA
-from ..runtime.files import atomic_write_text, load_weights, read_text_capped, save_weights
+from ..runtime.files import atomic_write_text, load_weights, read_text_capped, resolved, save_weights
 from ..runtime.yaml_text import load_yaml
 from .checkpoint import load_checkpoint, save_checkpoint
 
@@ -133,10 +133,10 @@ class RunFolder:
 
     def owns(self, path: Path) -> bool:
         """Whether writing `path` would overwrite one of the run's own files (or anything in its checkpoints)."""
-        path = Path(path).resolve()
-        own = {f.resolve() for f in (self.spec, self.config, self.summary, self.metrics, self.weights("best"),
-                                     self.weights("last"))}
-        return path in own or (self.path / "checkpoints").resolve() in path.parents
+        path = resolved(path)
+        own = {resolved(f) for f in (self.spec, self.config, self.summary, self.metrics, self.weights("best"),
+                                     self.weights("last"), self.path / ".lock", self.path / "report.html")}
+        return path in own or resolved(self.path / "checkpoints") in path.parents
 
     def weights(self, which: str = "best") -> Path:
         if which not in ("best", "last"):
