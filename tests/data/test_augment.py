@@ -54,7 +54,14 @@ def test_augmentation_is_reproducible_from_seed_epoch_and_step():
                                             ("crop=1.5", "out of range"), ("rotate=10:wrap", "fill must be"),
                                             ("rotate=inf", "finite"), ("rotate=nan", "finite"),
                                             ("brightness=inf", "finite"), ("color=nan", "finite"),
-                                            ("crop=nan", "finite"), ("mixup=inf", "finite")])
+                                            ("crop=nan", "finite"), ("mixup=inf", "finite"),
+                                            # finite, but past any meaning: black images, overflow, no end
+                                            ("rotate=1e308", "out of range"), ("color=1e300", "out of range"),
+                                            ("brightness=1.5", "out of range"), ("mixup=1e39", "out of range"),
+                                            ("cutmix=1e300", "out of range"), ("randaugment=99999:9", "N from 0"),
+                                            # a setting given twice: the later would silently win
+                                            ("translate=4,translate=2", "sets translate a second time"),
+                                            ("color=0.4,brightness=0.1", "sets brightness a second time")])
 def test_bad_policies_are_named(spec, message):
     with pytest.raises(CnnlabError, match=message):
         parse_policy(spec)

@@ -1,6 +1,7 @@
 """`cnnlab augment`: rows named, the originals set apart by a rule, mixed images captioned with their labels'
 weights in the loss."""
 import numpy as np
+import pytest
 from PIL import Image
 
 from cnnlab.cli import main
@@ -30,3 +31,19 @@ def test_grid_names_its_rows_and_sets_the_originals_apart(tmp_path, capsys):
     ink = (image[:, :MARGIN - 4] < 128).all(axis=2).any(axis=1)  # dark text in the left margin
     above, below = ink[:rule_y], ink[rule_y:]
     assert above.any() and below.any()  # 'original' above the rule, 'draw N' below it
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--seed", "-1"], "--seed must be between 0 and 2^32-1, got -1"),
+    (["--seed", "99999999999999999999"], "--seed must be between 0 and 2^32-1"),
+    (["--image-size", "-5"], "--image-size must be from 1 to 1024 pixels for a grid, got -5"),
+    (["--image-size", "0"], "--image-size must be from 1 to 1024 pixels for a grid, got 0"),
+    (["--image-size", "100000"], "--image-size must be from 1 to 1024"),
+    (["--rows", "1000000000"], "--rows must be from 2 to 64 and --cols from 1 to 64"),
+    (["--cols", "100000000000"], "--rows must be from 2 to 64 and --cols from 1 to 64"),
+])
+def test_a_grid_option_past_its_range_is_one_line(tmp_path, capsys, options, message):
+    assert main(["augment", "--policy", "flip", *options, "--out", str(tmp_path / "g.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not list(tmp_path.iterdir())

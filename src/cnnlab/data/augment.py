@@ -78,19 +78,24 @@ def _rotate(name: str, value: str) -> dict:
     degrees, _, fill = value.partition(":")
     if fill and fill not in FILLS:
         raise CnnlabError(f"--augment: rotate fill must be one of {', '.join(FILLS)}, got '{fill}'")
-    return {"rotate": _number(float)(name, degrees), "fill": fill or "zeros"}
+    return {"rotate": _number(float, high=360.0)(name, degrees), "fill": fill or "zeros"}
 
 
 def _randaugment(name: str, value: str) -> dict:
     n_ops, _, mag = (value or "2:9").partition(":")
-    if not (n_ops.isdecimal() and mag.isdecimal() and int(mag) <= 30):
-        raise CnnlabError(f"--augment: '{name}={value}': use randaugment=N:M (M from 0 to 30) or a bare "
-                          f"randaugment")
+    if not (n_ops.isdecimal() and mag.isdecimal() and int(n_ops) <= MAX_AUTO_OPS and int(mag) <= 30):
+        raise CnnlabError(f"--augment: '{name}={value}': use randaugment=N:M (N from 0 to {MAX_AUTO_OPS}, M from 0 "
+                          f"to 30) or a bare randaugment")
     return {"auto": "rand", "auto_ops": int(n_ops), "auto_magnitude": int(mag)}
 
 
+MAX_AUTO_OPS = 16  # randaugment's operations per image: its table holds 14 kinds
+MAX_FACTOR = 1.0  # colour scaling: factors in [1-V, 1+V]; past 1, negative factors turn images black
+MAX_MIX = 100.0  # Beta(A, A) of mixup and cutmix: past it, all but exactly half and half; far past it, overflow
+
+
 def _colour(name: str, value: str) -> dict:
-    v = _number(float)(name, value)
+    v = _number(float, high=MAX_FACTOR)(name, value)
     return {"brightness": v, "contrast": v, "saturation": v}
 
 
@@ -170,19 +175,21 @@ OPS = [
        "Hutter 2021)", _flag("auto", "trivial"), lambda p: p.auto == "trivial", _auto, False, "auto"),
     Op("color", "color=V", "brightness, contrast and saturation each scaled by a factor in [1-V, 1+V]", _colour,
        lambda p: p.brightness > 0 or p.contrast > 0 or p.saturation > 0, _colour_stage, aliases=("colour",)),
-    Op("brightness", "brightness=V", "scale brightness by a factor in [1-V, 1+V]", _field("brightness", float),
+    Op("brightness", "brightness=V", "scale brightness by a factor in [1-V, 1+V]",
+       _field("brightness", float, high=MAX_FACTOR),
        lambda p: p.brightness > 0, _colour_stage),
-    Op("contrast", "contrast=V", "scale contrast by a factor in [1-V, 1+V]", _field("contrast", float),
+    Op("contrast", "contrast=V", "scale contrast by a factor in [1-V, 1+V]", _field("contrast", float, high=MAX_FACTOR),
        lambda p: p.contrast > 0, _colour_stage),
-    Op("saturation", "saturation=V", "scale saturation by a factor in [1-V, 1+V]", _field("saturation", float),
+    Op("saturation", "saturation=V", "scale saturation by a factor in [1-V, 1+V]",
+       _field("saturation", float, high=MAX_FACTOR),
        lambda p: p.saturation > 0, _colour_stage),
     Op("hue", "hue=V", "rotate the hue by up to +-V turns (V <= 0.5)", _field("hue", float, high=0.5),
        lambda p: p.hue > 0, _colour_stage),
     Op("cutout", "cutout=K", "blank a KxK square per image", _field("cutout", int), lambda p: p.cutout > 0, _cutout),
     Op("mixup", "mixup=A", "blend a partner image, weight ~ Beta(A, A); the loss mixes both labels by the weight",
-       _field("mixup", float), lambda p: p.mixup > 0, None),
+       _field("mixup", float, high=MAX_MIX), lambda p: p.mixup > 0, None),
     Op("cutmix", "cutmix=A", "paste a box of a partner image, area ~ Beta(A, A); the loss mixes both labels "
-       "likewise", _field("cutmix", float), lambda p: p.cutmix > 0, None),
+       "likewise", _field("cutmix", float, high=MAX_MIX), lambda p: p.cutmix > 0, None),
 ]
 _BY_NAME = {n: op for op in OPS for n in (op.name, *op.aliases)}
 
@@ -210,7 +217,11 @@ def parse_policy(spec: str | None) -> Policy:
                 others = [o.name for o in OPS if o.group == op.group]
                 raise CnnlabError(f"--augment: choose one of {' and '.join(others)}")
             groups[op.group] = op.name
-        values.update(op.parse(name, value))
+        parsed = op.parse(name, value)
+        twice = [k for k in parsed if k in values and k != "fill"]
+        if twice:  # `translate=4,translate=2` or `color=0.4,brightness=0.1`: the later would silently win
+            raise CnnlabError(f"--augment: '{item}' sets {twice[0]} a second time; give each setting once")
+        values.update(parsed)
     return Policy(**values)
 
 

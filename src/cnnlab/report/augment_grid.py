@@ -16,6 +16,7 @@ from ..errors import CnnlabError
 from ..runtime.files import check_output, publish, temporary_beside
 from ..runtime.tensors import to_device
 
+MAX_GRID, MAX_CELL_IMAGE = 64, 1024  # rows or columns, and the side of one image, that a grid can show
 GAP, RULE, MARGIN, FONT_SIZE = 2, 10, 70, 11  # pixels: between cells, around the rule, row names, text
 BACKGROUND, INK, RULE_COLOUR = (255, 255, 255), (20, 20, 20), (200, 30, 30)
 
@@ -24,8 +25,12 @@ def augment_views(data: str, policy: str, rows: int = 4, cols: int = 8, seed: in
                   image_size: int | None = None) -> tuple[torch.Tensor, list[list[str]]]:
     """(rows, cols, C, H, W) uint8 images, the originals first, and a caption per image: the class of each
     original; for a mixed image, its two labels with their weights in the loss ('3: 0.62\\n7: 0.38'); else ''."""
-    if rows < 2 or cols < 1:
-        raise CnnlabError(f"--rows must be at least 2 and --cols at least 1, got {rows} and {cols}")
+    if not (2 <= rows <= MAX_GRID and 1 <= cols <= MAX_GRID):
+        raise CnnlabError(f"--rows must be from 2 to {MAX_GRID} and --cols from 1 to {MAX_GRID}, got {rows} and {cols}")
+    if not 0 <= seed < 2 ** 32:
+        raise CnnlabError(f"--seed must be between 0 and 2^32-1, got {seed}")
+    if image_size is not None and not 1 <= image_size <= MAX_CELL_IMAGE:
+        raise CnnlabError(f"--image-size must be from 1 to {MAX_CELL_IMAGE} pixels for a grid, got {image_size}")
     augment = Augmenter(parse_policy(policy), cols, seed)
     ds = load_dataset(data, image_size=image_size)
     size = image_size or ds.default_image_size or ds.image_size[0]
