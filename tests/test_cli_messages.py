@@ -92,3 +92,14 @@ def test_a_file_name_too_long_for_the_file_system_is_one_line(argv, tmp_path, mo
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("cnnlab: error:") and "xxxx" in err[0], err
+
+
+@pytest.mark.parametrize("argv,message", [
+    # an unset shell variable: '' would be '.', every image below the current folder predicted
+    (["predict", "--checkpoint", "run", ""], "argument IMAGE: an empty path"),
+    (["summary", "resnet20", "--input", ""], "--input must look like 3x32x32"),  # not the default shape
+])
+def test_an_empty_value_is_refused_not_read_as_a_default(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err

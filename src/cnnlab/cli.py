@@ -213,6 +213,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _path_given(text: str) -> Path:
+    """A path argument that is not empty: Path('') is '.', so an unset shell variable ("$IMG") would name
+    the current folder and everything below it."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path")
+    return Path(text)
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     """Predictions on stdout (and in --csv); an unreadable file is one line on stderr, the rest are predicted,
     and the exit status is then 2."""
@@ -319,7 +327,7 @@ def _summary_source(args: argparse.Namespace) -> tuple[str, dict, tuple[int, int
         classes = spec["num_classes"] if classes is None else classes
     else:
         name, switches = target, given
-    shape = parse_input_shape(args.input) if args.input else (channels, size, size)
+    shape = parse_input_shape(args.input) if args.input is not None else (channels, size, size)
     return name, switches, shape, classes
 
 
@@ -513,7 +521,7 @@ def build_parser(train_options: bool = True) -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="classify image files with a trained run")
     p.add_argument("--checkpoint", required=True, type=Path, help="run folder written by `cnnlab train --out`")
-    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE",
+    p.add_argument("images", nargs="+", type=_path_given, metavar="IMAGE",
                    help="image files, or folders (every image file below them); an unreadable file is reported "
                    "on stderr, the others are predicted, and the exit status is then 2")
     p.add_argument("--top-k", type=int, default=5, help="classes to list per image, most probable first")
