@@ -64,3 +64,20 @@ def test_a_model_too_large_to_describe_is_one_line(capsys, switch, match):
     assert main(["summary", "resnet20", "--model-kwargs", switch]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and match in err[0], err
+
+
+@pytest.mark.parametrize("arch, message", [
+    ("{stages: [{blocks: 1000000, width: 32, kernel: 3}]}", "stage 1 needs 1 to 100 blocks"),  # counting took minutes
+    ("{stages: [{blocks: 1, width: 32}], evil: 1}", "arch: unknown key 'evil'"),
+    ("{stages: [{blocks: 1, width: 32, depth: 3}]}", "stage 1 must be a mapping of blocks, width"),
+    ("{stages: [{blocks: 1, width: 99999}]}", "a width of 1 to 16384"),
+    ("{stages: [{blocks: 1, width: 8}], head: {type: fc, widths: [1e12]}}", "the head's widths"),
+    ("{stages: []}", "'stages' must be a list of 1 to 16 stages"),
+])
+def test_an_arch_past_its_bounds_is_one_line_before_anything_is_counted(tmp_path, capsys, arch, message):
+    from cnnlab.cli import main
+
+    (tmp_path / "m.yaml").write_text(f"model: cnn\nmodel_kwargs:\n  arch: {arch}\n")
+    assert main(["summary", str(tmp_path / "m.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err

@@ -117,9 +117,10 @@ def test_an_architecture_too_big_for_memory_is_rejected_before_anything_is_alloc
 
     with torch.device("meta"):  # as the search checks a draw: shapes only
         stats = [summarize(create_model("cnn", num_classes=10, in_channels=1, arch={"stages": [
-                 {"blocks": 1, "width": width, "kernel": 3}]}), (1, 8, 8)) for width in (8, 2_000_000)]
+                 {"blocks": blocks, "width": width, "kernel": 3}] * 4}), (1, 8, 8)) for blocks, width in
+                 ((1, 8), (100, 16384))]  # the most the arch's bounds allow per stage: far past any memory
     _check_fits(stats[0], 128)
-    with pytest.raises(CnnlabError, match=r"GiB to train \(72,000,050,000,010 parameters, batch 128\), more than"):
+    with pytest.raises(CnnlabError, match=r"GiB to train \([\d,]{17} parameters, batch 128\), more than"):
         _check_fits(stats[1], 128)
 
 

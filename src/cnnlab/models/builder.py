@@ -31,11 +31,48 @@ DEFAULT_ARCH = {"stages": [{"blocks": 1, "width": 32, "kernel": 3}, {"blocks": 1
                 "downsample": "pool", "skip": True, "bn": True, "activation": "relu", "head": {"type": "gap"},
                 "padding": "same", "group": "none"}
 FLATTEN_SIZE = 4  # the fc head pools the last map to 4x4 before flattening, whatever the input size
+# the upper bounds of an arch (the search space takes them too): past them the model could not be built, or
+# checking it would take minutes
+MAX_STAGES, MAX_BLOCKS, MAX_WIDTH, MAX_KERNEL, MAX_FC_WIDTH = 16, 100, 16384, 63, 65536
+STAGE_KEYS = {"blocks", "width", "kernel"}
+
+
+def _whole(v, hi: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= hi
+
+
+def check_arch(arch) -> None:
+    """Refuse in one line an arch with keys it does not know or counts past the bounds, before anything is
+    counted or built (a million blocks would take minutes, then the memory)."""
+    if not isinstance(arch, dict):
+        raise CnnlabError(f"arch must be a mapping, got {type(arch).__name__}")
+    unknown = sorted(set(arch) - set(DEFAULT_ARCH))
+    if unknown:
+        raise CnnlabError(f"arch: unknown key '{unknown[0]}'; known: {', '.join(DEFAULT_ARCH)}")
+    stages = arch.get("stages", DEFAULT_ARCH["stages"])
+    if not isinstance(stages, list) or not 1 <= len(stages) <= MAX_STAGES:
+        raise CnnlabError(f"arch: 'stages' must be a list of 1 to {MAX_STAGES} stages")
+    for i, stage in enumerate(stages, 1):
+        if not isinstance(stage, dict) or not {"blocks", "width"} <= set(stage) <= STAGE_KEYS:
+            raise CnnlabError(f"arch: stage {i} must be a mapping of blocks, width and (optionally) kernel, "
+                              f"got {str(stage)[:80]}")
+        if not (_whole(stage["blocks"], MAX_BLOCKS) and _whole(stage["width"], MAX_WIDTH)
+                and _whole(stage.get("kernel", 3), MAX_KERNEL)):
+            raise CnnlabError(f"arch: stage {i} needs 1 to {MAX_BLOCKS} blocks, a width of 1 to {MAX_WIDTH} and a "
+                              f"kernel of 1 to {MAX_KERNEL}, got {str(stage)[:80]}")
+    head = arch.get("head", DEFAULT_ARCH["head"])
+    if not isinstance(head, dict):
+        raise CnnlabError(f"arch: 'head' must be a mapping such as {{type: gap}}, got {str(head)[:80]}")
+    widths = head.get("widths", [])
+    if not isinstance(widths, list) or not all(_whole(w, MAX_FC_WIDTH) for w in widths):
+        raise CnnlabError(f"arch: the head's widths must be whole numbers from 1 to {MAX_FC_WIDTH}, got "
+                          f"{str(widths)[:80]}")
 
 
 class ConfigurableCNN(nn.Module):
     def __init__(self, arch: dict, num_classes: int = 10, in_channels: int = 3) -> None:
         super().__init__()
+        check_arch(arch)
         arch = {**DEFAULT_ARCH, **arch}
         stages, head = arch["stages"], arch["head"]
         if not stages or not all(isinstance(s, dict) and {"blocks", "width"} <= set(s) for s in stages):
@@ -120,6 +157,7 @@ def _output_size(arch: dict, size: int) -> int:
 
 def min_input_size(arch: dict) -> int:
     """The smallest square input every layer of `arch` can take."""
+    check_arch(arch)
     arch = {**DEFAULT_ARCH, **arch}
     return next(s for s in range(1, 1 << 16) if _output_size(arch, s) >= 1)
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import CnnlabError
+from ..models.builder import MAX_BLOCKS, MAX_FC_WIDTH, MAX_KERNEL, MAX_STAGES, MAX_WIDTH
 from ..models.equivariant import GROUPS
 from ..models.layers import ACTIVATIONS
 from ..runtime.files import read_text_capped
@@ -59,10 +60,10 @@ def _one_of(*allowed):
 # each key: what its values must be (in words), the check, and the kind of {min, max} range it takes (None: none)
 VALUES = {
     # the upper bounds: past them the model could not be built, or each draw would take minutes to check
-    "stages": ("a whole number from 1 to 16", _whole(1, 16), int),
-    "blocks": ("a whole number from 1 to 100", _whole(1, 100), int),
-    "width": ("a whole number from 1 to 16384", _whole(1, 16384), int),
-    "kernel": ("an odd whole number from 1 to 63", _whole(1, 63, odd=True), None),
+    "stages": (f"a whole number from 1 to {MAX_STAGES}", _whole(1, MAX_STAGES), int),
+    "blocks": (f"a whole number from 1 to {MAX_BLOCKS}", _whole(1, MAX_BLOCKS), int),
+    "width": (f"a whole number from 1 to {MAX_WIDTH}", _whole(1, MAX_WIDTH), int),
+    "kernel": (f"an odd whole number from 1 to {MAX_KERNEL}", _whole(1, MAX_KERNEL, odd=True), None),
     "downsample": ("pool or stride", _one_of("pool", "stride"), None),
     "padding": ("same or valid", _one_of("same", "valid"), None),
     "skip": ("true or false", _one_of(True, False), None),
@@ -71,7 +72,7 @@ VALUES = {
     "group": (" or ".join(("none", *GROUPS)), _one_of("none", *GROUPS), None),
     "head": ("gap or fc", _one_of("gap", "fc"), None),
     "fc_layers": ("1, 2 or 3", _whole(1, 3), int),
-    "fc_width": ("a whole number from 1 to 65536", _whole(1, 65536), int),
+    "fc_width": (f"a whole number from 1 to {MAX_FC_WIDTH}", _whole(1, MAX_FC_WIDTH), int),
     "lr": ("a positive number", _number(0, above=True), float),
     "weight_decay": ("a number of at least 0", _number(0), float),
     "batch_size": ("a whole number of at least 1", _whole(1), int),
