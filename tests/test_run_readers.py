@@ -495,3 +495,22 @@ def test_diagnose_plots_onto_a_file_name_it_and_keep_it(run, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--plots" in err and "is a file; name a folder" in err, err
     assert (tmp_path / "notes").read_text() == "mine"
+
+
+def test_predict_prints_one_line_per_image_whatever_the_file_is_named(run, tmp_path, capsys):
+    """A newline in a file name would print a line that reads as a prediction of another file."""
+    image = next((run.parent / "imgs" / "a").iterdir())
+    odd = tmp_path / "x.png\nfake.png: c 0.999"
+    shutil.copy(image, odd)
+    assert main(["predict", "--checkpoint", str(run), str(odd), "--top-k", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(str(tmp_path / "x.png\\nfake.png: c 0.999") + ": "), lines
+
+
+def test_augment_skips_unreadable_images_when_asked_as_its_message_says(tmp_path, capsys):
+    _image_folder(tmp_path / "d", "ab", per_class=3)
+    (tmp_path / "d" / "a" / "99.png").write_bytes(b"not an image")
+    argv = ["augment", "--data", str(tmp_path / "d"), "--policy", "flip", "--rows", "2", "--cols", "2"]
+    assert main([*argv, "--out", str(tmp_path / "g.png")]) == 2
+    assert "pass --skip-bad to skip such files" in capsys.readouterr().err
+    assert main([*argv, "--skip-bad", "--out", str(tmp_path / "g.png")]) == 0 and (tmp_path / "g.png").is_file()

@@ -224,6 +224,7 @@ def _path_given(text: str) -> Path:
 def cmd_predict(args: argparse.Namespace) -> int:
     """Predictions on stdout (and in --csv); an unreadable file is one line on stderr, the rest are predicted,
     and the exit status is then 2."""
+    from .data.dataset import printable
     from .inference import image_files, predict_images
     from .runtime.files import resolved
     from .train.run_folder import RunFolder
@@ -244,7 +245,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(json.dumps(results))
     else:
         for r in done:
-            print(r["image"] + ": " + ", ".join(f"{p['class']} {p['probability']:.3f}" for p in r["top"]))
+            # a newline in a file or class name would print a line that reads as another prediction
+            print(printable(r["image"]) + ": " + ", ".join(f"{printable(p['class'])} {p['probability']:.3f}"
+                                                         for p in r["top"]))
         if not args.quiet:
             print(f"{plural(len(done), 'image')} predicted" + (f", {len(failed)} unreadable" if failed else "") +
                   (f"; CSV in {args.csv}" if args.csv else ""), file=sys.stderr)
@@ -382,7 +385,7 @@ def cmd_augment(args: argparse.Namespace) -> int:
     from .report.augment_grid import augment_grid
 
     out = augment_grid(args.data, args.policy, args.out, rows=args.rows, cols=args.cols, seed=args.seed,
-                       image_size=args.image_size)
+                       image_size=args.image_size, skip_bad=args.skip_bad)
     print(f"{out}: first row original, {plural(args.rows - 1, 'row')} augmented by '{args.policy}'")
     return 0
 
@@ -579,6 +582,7 @@ def build_parser(train_options: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--cols", type=int, default=8, help="images per row")
     p.add_argument("--seed", type=int, default=0, help="which images, and the augmentations drawn")
     p.add_argument("--image-size", type=int, default=None, help=_help("image_size"))
+    p.add_argument("--skip-bad", action="store_true", help=_help("skip_bad"))
     p.set_defaults(func=cmd_augment)
 
     p = sub.add_parser("invariance", help="how much a trained model's predictions change under transforms")

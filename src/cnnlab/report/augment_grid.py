@@ -22,7 +22,7 @@ BACKGROUND, INK, RULE_COLOUR = (255, 255, 255), (20, 20, 20), (200, 30, 30)
 
 
 def augment_views(data: str, policy: str, rows: int = 4, cols: int = 8, seed: int = 0,
-                  image_size: int | None = None) -> tuple[torch.Tensor, list[list[str]]]:
+                  image_size: int | None = None, skip_bad: bool = False) -> tuple[torch.Tensor, list[list[str]]]:
     """(rows, cols, C, H, W) uint8 images, the originals first, and a caption per image: the class of each
     original; for a mixed image, its two labels with their weights in the loss ('3: 0.62\\n7: 0.38'); else ''."""
     if not (2 <= rows <= MAX_GRID and 1 <= cols <= MAX_GRID):
@@ -32,7 +32,7 @@ def augment_views(data: str, policy: str, rows: int = 4, cols: int = 8, seed: in
     if image_size is not None and not 1 <= image_size <= MAX_CELL_IMAGE:
         raise CnnlabError(f"--image-size must be from 1 to {MAX_CELL_IMAGE} pixels for a grid, got {image_size}")
     augment = Augmenter(parse_policy(policy), cols, seed)
-    ds = load_dataset(data, image_size=image_size)
+    ds = load_dataset(data, image_size=image_size, skip_bad=skip_bad)
     size = image_size or ds.default_image_size or ds.image_size[0]
     pick = np.sort(np.random.default_rng(seed).choice(len(ds.train_x), size=min(cols, len(ds.train_x)),
                                                       replace=False))
@@ -57,14 +57,14 @@ def _weights(own: str, partner: str, weight: float) -> str:
 
 
 def augment_grid(data: str, policy: str, out: Path, rows: int = 4, cols: int = 8, seed: int = 0,
-                 image_size: int | None = None, cell: int = 96) -> Path:
+                 image_size: int | None = None, cell: int = 96, skip_bad: bool = False) -> Path:
     out = Path(out)
     if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
         raise CnnlabError(f"--out {out}: give a .png or .jpg file name")
     if not out.parent.exists():
         raise CnnlabError(f"--out {out}: folder {out.parent} does not exist")
     check_output(out)
-    views, captions = augment_views(data, policy, rows, cols, seed, image_size)
+    views, captions = augment_views(data, policy, rows, cols, seed, image_size, skip_bad)
     mixes = any(any(row) for row in captions[1:])
     title = f"{data}, policy {policy}" + ("; under a mixed image: its labels, each with its weight in the loss"
                                            if mixes else "")
