@@ -449,6 +449,9 @@ def test_outputs_are_written_as_files_never_over_a_pipe_a_folder_or_through_a_lo
     assert sorted(p.name for p in out.iterdir()) == [".m.pt.tmp", "a", "b", "folder.png", "pipe.png", "pipe.pt"]
     assert main(["export", str(run), "--format", "torchscript", "--no-check", "--out", str(out / "m.pt")]) == 0
     assert (out / ".m.pt.tmp").read_text() == "mine" and (out / "m.pt").is_file()
+    capsys.readouterr()
+    assert main(["export", str(run), "--format", "torchscript", "--no-check", "--out", "/proc/m.pt"]) == 2
+    assert "/proc/m.pt: cannot write in /proc" in capsys.readouterr().err  # the file asked for, not a temporary
 
 
 def test_a_pipe_among_the_images_is_refused_or_skipped_never_waited_on(run, tmp_path, capsys):

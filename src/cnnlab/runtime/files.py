@@ -51,7 +51,10 @@ def temporary_beside(path: Path, suffix: str = "") -> Path:
     """A new, uniquely named hidden file in `path`'s folder to write before renaming it over `path` (a fixed
     name could be a file of the user's, overwritten and then removed)."""
     path = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    except OSError as exc:  # named as the file asked for, not the temporary one
+        raise CnnlabError(f"{path}: cannot write in {path.parent} ({exc.strerror})") from None
     os.close(fd)
     return Path(name)
 
