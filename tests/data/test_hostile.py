@@ -114,6 +114,16 @@ def test_decompression_bomb_is_one_line_or_skipped(tmp_path):
     assert ds.notes == ["skipped 1 unreadable image"] and len(ds.train_y) + len(ds.test_y) == 9
 
 
+def test_a_strip_of_pixels_is_refused_before_it_is_decoded():
+    """1 x 80,000,000 is under Pillow's pixel limit, and the 1 KB file's few rows decode without an error: the
+    rest became gigabytes of zeros in predict and augment."""
+    from cnnlab.data import decode_image
+
+    with pytest.raises(CnnlabError, match=r"^tall.png: 1x80,000,000 pixels, a side over 65,535 \(the most a JPEG holds\)$"):
+        decode_image(png_with_size(1, 80_000_000), "tall.png")
+    assert decode_image(png_with_size(1, 65_535), "tall.png").shape == (65_535, 1)
+
+
 def test_unreadable_member_message_has_no_object_repr(tmp_path):
     members = class_members()
     members["a/zz.png"] = b"not an image at all"

@@ -213,6 +213,11 @@ def _to_uint8(im: Image.Image) -> np.ndarray:
     raise ValueError(f"pixel mode {mode} is not supported")
 
 
+# a side past JPEG's limit: under Pillow's pixel limit, a 1 x 80,000,000 PNG of a few bytes decodes (its
+# missing rows as zeros) into gigabytes once converted and resized
+MAX_SIDE = 65_535
+
+
 def decode_image(src: bytes | Path, name: str, size: int | None = None) -> np.ndarray:
     """One image file as uint8 (H, W) or (H, W, 3), upright, resized to size x size when given. Raises
     CnnlabError naming `name` for anything unreadable, including decompression bombs."""
@@ -229,6 +234,9 @@ def _decode(name: str, src: bytes | Path, size: int | None) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as im:
+                if max(im.size) > MAX_SIDE:  # from the header, before a byte of it is decoded
+                    raise _BadImage(f"{name}: {im.size[0]}x{im.size[1]:,} pixels, a side over {MAX_SIDE:,} (the "
+                                    f"most a JPEG holds)")
                 im.load()  # decodes now, so a truncated file fails here
                 pixels = _to_uint8(ImageOps.exif_transpose(im))
         if size is not None and pixels.shape[:2] != (size, size):
@@ -241,6 +249,8 @@ def _decode(name: str, src: bytes | Path, size: int | None) -> np.ndarray:
                         f"(a decompression bomb?)") from None
     except FileNotFoundError:
         raise _BadImage(f"{name}: file not found (a broken link?)") from None
+    except _BadImage:
+        raise
     except Exception as exc:  # noqa: BLE001 - whatever a damaged file makes Pillow raise is the file's fault
         why = reason(exc)
         if "cannot identify image file" in why:  # Pillow names the file object: <_io.BytesIO object at 0x..>
