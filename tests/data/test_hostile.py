@@ -119,7 +119,7 @@ def test_a_strip_of_pixels_is_refused_before_it_is_decoded():
     rest became gigabytes of zeros in predict and augment."""
     from cnnlab.data import decode_image
 
-    with pytest.raises(CnnlabError, match=r"^tall.png: 1x80,000,000 pixels, a side over 65,535 \(the most a JPEG holds\)$"):
+    with pytest.raises(CnnlabError, match=r"^tall.png: 1x80,000,000 pixels, a side over 65,535 \(the most a JPEG"):
         decode_image(png_with_size(1, 80_000_000), "tall.png")
     assert decode_image(png_with_size(1, 65_535), "tall.png").shape == (65_535, 1)
 
