@@ -98,6 +98,7 @@ def test_a_file_name_too_long_for_the_file_system_is_one_line(argv, tmp_path, mo
     # an unset shell variable: '' would be '.', every image below the current folder predicted
     (["predict", "--checkpoint", "run", ""], "argument IMAGE: an empty path"),
     (["summary", "resnet20", "--input", ""], "--input must look like 3x32x32"),  # not the default shape
+    (["summary", "resnet20", "--model-kwargs", "width=1", "width=2"], "'width' is given twice"),  # 2 won
 ])
 def test_an_empty_value_is_refused_not_read_as_a_default(argv, message, capsys):
     assert main(argv) == 2

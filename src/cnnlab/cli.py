@@ -81,6 +81,8 @@ def parse_kwargs(items: list[str]) -> dict:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise CnnlabError(f"--model-kwargs: expected key=value, got '{item}'")
+        if key.replace("-", "_") in out:  # the later would silently win
+            raise CnnlabError(f"--model-kwargs: '{key}' is given twice; give each switch once")
         out[key.replace("-", "_")] = _parse_value(raw)
     return out
 
