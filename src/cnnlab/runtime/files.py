@@ -21,7 +21,8 @@ def read_text_capped(path: Path, limit: int = MAX_SETTINGS_BYTES) -> str:
     """A text file's contents, refused in one line (CnnlabError) when it is over `limit` bytes; reading stops
     there, so an endless file costs nothing; a pipe or socket, which opening would wait on, is refused.
     UnicodeDecodeError and OSError pass to the caller's message."""
-    if stat.S_ISFIFO(os.stat(path).st_mode) or stat.S_ISSOCK(os.stat(path).st_mode):
+    mode = os.stat(path).st_mode
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
         raise CnnlabError(f"{path}: a pipe or socket, not a file")
     with open(path, "rb") as fh:
         data = fh.read(limit + 1)
