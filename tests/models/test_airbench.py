@@ -1,4 +1,5 @@
-"""airbench94's `pool_first` switch: the last groups max-pool before their first conv."""
+"""airbench94's switches: `pool_first` (the last groups max-pool before their first conv) and `widths` (each
+group's channels)."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -40,3 +41,25 @@ def test_pool_first_runs_convs_on_smaller_maps_for_less_work(n, convs_at_3x3, wo
 def test_bad_pool_first_is_one_clear_error(value, message):
     with pytest.raises(CnnlabError, match=message):
         cnnlab.create_model("airbench94", pool_first=value)
+
+
+def test_widths_set_each_groups_channels_and_the_work_follows():
+    model = cnnlab.create_model("airbench94", num_classes=10, widths="32,192,128")
+    convs = [(m.in_channels, m.out_channels) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs == [(3, 24), (24, 32), (32, 32), (32, 192), (192, 192), (192, 128), (128, 128)]
+    assert model.fc.in_features == 128
+    # the MACs of each conv at 32x32 input, counted by hand: whitening 31x31, then 15, 7 and 3 after each pool
+    by_hand = (31**2 * 3 * 24 * 4 + 31**2 * 24 * 32 * 9 + 15**2 * 32 * 32 * 9 + 15**2 * 32 * 192 * 9
+               + 7**2 * 192 * 192 * 9 + 7**2 * 192 * 128 * 9 + 3**2 * 128 * 128 * 9 + 128 * 10)
+    assert summarize(model, (3, 32, 32)).macs == by_hand
+    default = cnnlab.create_model("airbench94", num_classes=10)
+    assert [m.out_channels for m in (default.layer1.conv1, default.layer2.conv1, default.layer3.conv1)] == [64, 256, 256]
+    half = cnnlab.create_model("airbench94", num_classes=10, widths="64,128,128", width=0.5)
+    assert [m.out_channels for m in (half.layer1.conv1, half.layer2.conv1, half.layer3.conv1)] == [32, 64, 64]
+
+
+@pytest.mark.parametrize("value", ["32,256", "32,256,256,256", "0,256,256", "32,,256", "32,256,x", "-32,256,256",
+                                   "32,256,99999999", "３2,256,256", 64, ""])
+def test_bad_widths_are_one_clear_error(value):
+    with pytest.raises(CnnlabError, match="widths must be three channel counts|switch widths=.* must be a str"):
+        cnnlab.create_model("airbench94", widths=value)

@@ -6,10 +6,13 @@ The whitening layer is what makes a few epochs enough: the first layer starts de
 learning to be. `init_from_data` fits it; cnnlab's trainer calls it before the first step."""
 from __future__ import annotations
 
+import re
+
 import torch
 import torch.nn as nn
 
 from ..errors import CnnlabError
+from .builder import MAX_WIDTH
 from .layers import check_kernel_size, make_activation, scaled
 from .registry import register_model
 
@@ -21,6 +24,18 @@ def shift_only_batchnorm(channels: int) -> nn.BatchNorm2d:
     norm = nn.BatchNorm2d(channels, eps=1e-12, momentum=0.4)
     norm.weight.requires_grad_(False)
     return norm
+
+
+DEFAULT_WIDTHS = "64,256,256"
+
+
+def parse_widths(text: str) -> list[int]:
+    """'32,256,256' -> [32, 256, 256]: the channels of the three groups."""
+    parts = text.split(",") if isinstance(text, str) else []
+    if len(parts) != 3 or not all(re.fullmatch(r" *[0-9]{1,6} *", p) and 1 <= int(p) <= MAX_WIDTH for p in parts):
+        raise CnnlabError(f"widths must be three channel counts from 1 to {MAX_WIDTH}, one per group, as in "
+                          f"'{DEFAULT_WIDTHS}'; got {text!r}")
+    return [int(p) for p in parts]
 
 
 class ConvGroup(nn.Module):
@@ -47,22 +62,23 @@ class AirbenchNet(nn.Module):
     min_input_size = 9  # 2x2 valid conv, then three 2x2 max-pools
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, bn: bool = True, kernel_size: int = 3,
-                 width: float = 1.0, activation: str = "gelu", pool_first: int = 0) -> None:
+                 width: float = 1.0, activation: str = "gelu", pool_first: int = 0,
+                 widths: str = DEFAULT_WIDTHS) -> None:
         super().__init__()
         k = check_kernel_size(kernel_size)
         if not isinstance(pool_first, int) or isinstance(pool_first, bool) or not 0 <= pool_first <= 3:
             raise CnnlabError(f"pool_first must be 0, 1, 2 or 3 (how many of the last groups pool before their "
                               f"first conv), got {pool_first!r}")
-        widths = [scaled(c, width) for c in (64, 256, 256)]
+        channels = [scaled(c, width) for c in parse_widths(widths)]
         self.whiten = nn.Conv2d(in_channels, 2 * in_channels * 4, 2, padding=0, bias=True)
         self.whiten.weight.requires_grad_(False)  # fitted to the data, never trained
         nn.init.zeros_(self.whiten.bias)
         self.act = make_activation(activation)
-        self.layer1 = ConvGroup(self.whiten.out_channels, widths[0], k, bn, activation, pool_first >= 3)
-        self.layer2 = ConvGroup(widths[0], widths[1], k, bn, activation, pool_first >= 2)
-        self.layer3 = ConvGroup(widths[1], widths[2], k, bn, activation, pool_first >= 1)
+        self.layer1 = ConvGroup(self.whiten.out_channels, channels[0], k, bn, activation, pool_first >= 3)
+        self.layer2 = ConvGroup(channels[0], channels[1], k, bn, activation, pool_first >= 2)
+        self.layer3 = ConvGroup(channels[1], channels[2], k, bn, activation, pool_first >= 1)
         self.pool = nn.AdaptiveMaxPool2d(1)  # at 32x32 the same as airbench's MaxPool2d(3) on a 3x3 map
-        self.fc = nn.Linear(widths[2], num_classes, bias=False)
+        self.fc = nn.Linear(channels[2], num_classes, bias=False)
         self.head_scale = 1 / 9  # small logits at the start; keeps label-smoothed training stable
 
     @torch.no_grad()
@@ -85,7 +101,9 @@ class AirbenchNet(nn.Module):
 
 @register_model("airbench")
 def airbench94(num_classes: int = 10, in_channels: int = 3, bn: bool = True, kernel_size: int = 3,
-               width: float = 1.0, activation: str = "gelu", pool_first: int = 0) -> AirbenchNet:
-    """airbench94's network (whitening conv, widths 64/256/256); `width` scales all three. `pool_first` N: the
-    last N groups max-pool before their first conv instead of after it (1: 0.80 of the work, 2: 0.58)."""
-    return AirbenchNet(num_classes, in_channels, bn, kernel_size, width, activation, pool_first)
+               width: float = 1.0, activation: str = "gelu", pool_first: int = 0,
+               widths: str = DEFAULT_WIDTHS) -> AirbenchNet:
+    """airbench94's network (whitening conv, widths 64/256/256: `widths` sets each group's, `width` scales all
+    three). `pool_first` N: the last N groups max-pool before their first conv instead of after it (1: 0.80 of
+    the work, 2: 0.58)."""
+    return AirbenchNet(num_classes, in_channels, bn, kernel_size, width, activation, pool_first, widths)
