@@ -164,7 +164,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = train_config(args)
     check_model_kwargs(cfg.model, cfg.model_kwargs)  # num_classes=5 is one line, before the data loads
-    s = train(cfg, resume=args.resume)
+    s = train(cfg, resume=args.resume, holdout_given="holdout" in vars(args))
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
         return 0
     if args.json:

@@ -54,6 +54,7 @@ def one_line_error(capsys, argv, match):
     (["--norm-lr-scale", "0", "--decay-bn-and-bias"], "--norm-lr-scale must be from 0.0001 to 10000, got 0"),
     (["--warmup-epochs", "5"], "--warmup-epochs 5 is as long as the run's 1 epoch or longer"),
     (["--holdout", "0.1"], "--holdout 0.1: digits has a test split of its own, which is what is tested on"),
+    (["--holdout", "0.2"], "--holdout 0.2: digits has a test split of its own"),  # the default's value, named
     (["--warmup-epochs", "1", "--schedule", "cosine"], "--warmup-epochs 1 is as long as the run's 1 epoch"),
 ])
 def test_hostile_option_is_one_line(tmp_path, capsys, extra, match):

@@ -102,13 +102,14 @@ def _impossible_counter(st: TrainState, epochs_done: int, most_per_step: int) ->
 
 def train(cfg: TrainConfig, resume: bool = False,
           on_step: Callable[[nn.Module, int], None] | None = None,
-          on_epoch: Callable[[dict], None] | None = None) -> dict:
+          on_epoch: Callable[[dict], None] | None = None, holdout_given: bool = False) -> dict:
     """Train as `cfg` says; returns the summary (also written to `<out>/summary.json`). Under torchrun,
     every rank calls this; rank 0 alone writes. `on_step(model, step)` runs after every optimiser step,
     `on_epoch(record)` after every epoch with its metrics line (an exception from either ends training,
-    and the run is closed all the same)."""
+    and the run is closed all the same). `holdout_given`: the user named `holdout` (as the command line does),
+    so data with a test split of its own refuses it even at its default value."""
     wall_start = time.perf_counter()
-    run = setup(cfg, resume, Callbacks(on_step, on_epoch))
+    run = setup(cfg, resume, Callbacks(on_step, on_epoch), holdout_given)
     try:
         return _train(run, resume, wall_start)
     finally:

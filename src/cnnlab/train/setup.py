@@ -95,17 +95,18 @@ class Run:
         distributed.stop(self.ranks)
 
 
-def setup(cfg: TrainConfig, resume: bool, callbacks: Callbacks) -> Run:
+def setup(cfg: TrainConfig, resume: bool, callbacks: Callbacks, holdout_given: bool = False) -> Run:
     cfg.validate()
     ranks = distributed.start(cfg.device)
     try:
-        return _setup(cfg, resume, callbacks, ranks)
+        return _setup(cfg, resume, callbacks, ranks, holdout_given)
     except BaseException:
         distributed.stop(ranks, barrier=False)
         raise
 
 
-def _setup(cfg: TrainConfig, resume: bool, callbacks: Callbacks, ranks: distributed.Ranks) -> Run:
+def _setup(cfg: TrainConfig, resume: bool, callbacks: Callbacks, ranks: distributed.Ranks,
+           holdout_given: bool) -> Run:
     threads = use_all_cores(ranks.local_world)
     device = resolve_device(cfg.device, ranks.local_rank)
     precision = resolve_precision(cfg.precision, device)
@@ -141,7 +142,7 @@ def _setup(cfg: TrainConfig, resume: bool, callbacks: Callbacks, ranks: distribu
                       skip_bad=cfg.skip_bad)
     if ranks.main:
         distributed.barrier(ranks)
-    if cfg.holdout != FIELDS["holdout"].default:
+    if holdout_given or cfg.holdout != FIELDS["holdout"].default:
         refuse_ignored_holdout(ds, cfg.holdout, cfg.data)
     if ds.image_size[0] != ds.image_size[1] and cfg.image_size is None:
         raise CnnlabError(f"{cfg.data}: images are {ds.image_size[1]}x{ds.image_size[0]}, not square; "
