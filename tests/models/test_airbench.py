@@ -52,10 +52,11 @@ def test_widths_set_each_groups_channels_and_the_work_follows():
     by_hand = (31**2 * 3 * 24 * 4 + 31**2 * 24 * 32 * 9 + 15**2 * 32 * 32 * 9 + 15**2 * 32 * 192 * 9
                + 7**2 * 192 * 192 * 9 + 7**2 * 192 * 128 * 9 + 3**2 * 128 * 128 * 9 + 128 * 10)
     assert summarize(model, (3, 32, 32)).macs == by_hand
-    default = cnnlab.create_model("airbench94", num_classes=10)
-    assert [m.out_channels for m in (default.layer1.conv1, default.layer2.conv1, default.layer3.conv1)] == [64, 256, 256]
-    half = cnnlab.create_model("airbench94", num_classes=10, widths="64,128,128", width=0.5)
-    assert [m.out_channels for m in (half.layer1.conv1, half.layer2.conv1, half.layer3.conv1)] == [32, 64, 64]
+    def group_widths(m):
+        return [m.layer1.conv1.out_channels, m.layer2.conv1.out_channels, m.layer3.conv1.out_channels]
+
+    assert group_widths(cnnlab.create_model("airbench94", num_classes=10)) == [64, 256, 256]
+    assert group_widths(cnnlab.create_model("airbench94", num_classes=10, widths="64,128,128", width=0.5)) == [32, 64, 64]
 
 
 @pytest.mark.parametrize("value", ["32,256", "32,256,256,256", "0,256,256", "32,,256", "32,256,x", "-32,256,256",
