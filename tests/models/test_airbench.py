@@ -56,7 +56,8 @@ def test_widths_set_each_groups_channels_and_the_work_follows():
         return [m.layer1.conv1.out_channels, m.layer2.conv1.out_channels, m.layer3.conv1.out_channels]
 
     assert group_widths(cnnlab.create_model("airbench94", num_classes=10)) == [64, 256, 256]
-    assert group_widths(cnnlab.create_model("airbench94", num_classes=10, widths="64,128,128", width=0.5)) == [32, 64, 64]
+    assert group_widths(cnnlab.create_model("airbench94", num_classes=10, widths="64,128,128", width=0.5)) == \
+        [32, 64, 64]
 
 
 @pytest.mark.parametrize("value", ["32,256", "32,256,256,256", "0,256,256", "32,,256", "32,256,x", "-32,256,256",
