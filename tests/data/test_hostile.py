@@ -5,6 +5,7 @@ import pickle
 import struct
 import sys
 import tarfile
+import zlib
 
 import numpy as np
 import pytest
@@ -121,7 +122,38 @@ def test_a_strip_of_pixels_is_refused_before_it_is_decoded():
 
     with pytest.raises(CnnlabError, match=r"^tall.png: 1x80,000,000 pixels, a side over 65,535 \(the most a JPEG"):
         decode_image(png_with_size(1, 80_000_000), "tall.png")
-    assert decode_image(png_with_size(1, 65_535), "tall.png").shape == (65_535, 1)
+    assert decode_image(image_bytes(np.zeros((65_535, 1), np.uint8)), "tall.png").shape == (65_535, 1)
+
+
+def _png(width: int, height: int, rows: bytes, interlaced: bool = False) -> bytes:
+    """An 8-bit greyscale PNG of a header and `rows` (each a filter byte, then the samples) as its data."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, int(interlaced))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+            + chunk(b"IEND", b""))
+
+
+def test_png_whose_data_ends_before_its_last_row_is_refused_not_read_as_black(tmp_path):
+    """A cleanly ended compressed stream with 3 of the header's 8 rows: Pillow fills the other 5 with zeros."""
+    from cnnlab.data import decode_image
+
+    row = b"\x00" + bytes([200]) * 8
+    assert decode_image(_png(8, 8, row * 8), "whole.png").min() == 200
+    with pytest.raises(CnnlabError, match=r"^short.png: its image data ends after 3 of 8 rows \(a cut or damaged"):
+        decode_image(_png(8, 8, row * 3), "short.png")
+    # interlaced (Adam7): 7 passes of rows at different widths, all of them there
+    passes = [(len(range(y0, 5, dy)), len(range(x0, 6, dx))) for x0, y0, dx, dy in
+              ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))]
+    adam7 = b"".join((b"\x00" + bytes([9]) * w) * h for h, w in passes if h and w)
+    assert decode_image(_png(6, 5, adam7, interlaced=True), "interlaced.png").tolist() == [[9] * 6] * 5
+    with pytest.raises(CnnlabError, match=r"^interlaced.png: (not a readable image|its image data ends)"):
+        decode_image(_png(6, 5, adam7[:-5], interlaced=True), "interlaced.png")
+    write_folder(tmp_path / "d", per_class=3)
+    (tmp_path / "d" / "cat" / "short.png").write_bytes(_png(8, 8, row * 3))
+    refused(r"cat/short.png: its image data ends after 3 of 8 rows", str(tmp_path / "d"), holdout=1)
+    assert load_dataset(str(tmp_path / "d"), holdout=1, skip_bad=True).notes == ["skipped 1 unreadable image"]
 
 
 def test_unreadable_member_message_has_no_object_repr(tmp_path):

@@ -35,6 +35,7 @@ from PIL import Image, ImageOps
 from ..errors import CnnlabError
 from . import limits
 from .dataset import ImageDataset, check_holdout, printable, reason
+from .png_rows import missing_rows
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 ARCHIVE_EXTENSIONS = (".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
@@ -238,6 +239,10 @@ def _decode(name: str, src: bytes | Path, size: int | None) -> np.ndarray:
                     raise _BadImage(f"{name}: {im.size[0]}x{im.size[1]:,} pixels, a side over {MAX_SIDE:,} (the "
                                     f"most a JPEG holds)")
                 im.load()  # decodes now, so a truncated file fails here
+                if im.format == "PNG":  # a clean early end of its data decodes as black rows
+                    short = missing_rows(src if isinstance(src, bytes) else src.read_bytes())
+                    if short:
+                        raise _BadImage(f"{name}: its image data {short} (a cut or damaged PNG)")
                 pixels = _to_uint8(ImageOps.exif_transpose(im))
         if size is not None and pixels.shape[:2] != (size, size):
             pixels = np.asarray(Image.fromarray(pixels).resize((size, size), Image.Resampling.BILINEAR))
