@@ -297,10 +297,11 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows))
         return 0
-    print(f"{'model':<12} {'family':<14} {'params':>13}  switches (defaults)")
+    wide = max(12, *(len(r["name"]) for r in rows))
+    print(f"{'model':<{wide}} {'family':<14} {'params':>13}  switches (defaults)")
     for r in rows:
         sw = " ".join(f"{k}={v}" for k, v in r["switches"].items())
-        print(f"{r['name']:<12} {r['family']:<14} {r['params']:>13,}  {sw}   ({plural(r['num_classes'], 'class')})")
+        print(f"{r['name']:<{wide}} {r['family']:<14} {r['params']:>13,}  {sw}   ({plural(r['num_classes'], 'class')})")
     return 0
 
 

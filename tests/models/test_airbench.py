@@ -65,3 +65,11 @@ def test_widths_set_each_groups_channels_and_the_work_follows():
 def test_bad_widths_are_one_clear_error(value):
     with pytest.raises(CnnlabError, match="widths must be three channel counts|switch widths=.* must be a str"):
         cnnlab.create_model("airbench94", widths=value)
+
+
+def test_the_narrow_airbench_is_airbench94_with_a_32_channel_first_group():
+    narrow = cnnlab.create_model("airbench94_narrow", num_classes=10)
+    same = cnnlab.create_model("airbench94", num_classes=10, widths="32,256,256")
+    assert [p.shape for p in narrow.parameters()] == [p.shape for p in same.parameters()]
+    work = summarize(narrow, (3, 32, 32)).macs / summarize(cnnlab.create_model("airbench94"), (3, 32, 32)).macs
+    assert work == pytest.approx(0.75, abs=0.001)

@@ -107,3 +107,13 @@ def airbench94(num_classes: int = 10, in_channels: int = 3, bn: bool = True, ker
     three). `pool_first` N: the last N groups max-pool before their first conv instead of after it (1: 0.80 of
     the work, 2: 0.58)."""
     return AirbenchNet(num_classes, in_channels, bn, kernel_size, width, activation, pool_first, widths)
+
+
+@register_model("airbench")
+def airbench94_narrow(num_classes: int = 10, in_channels: int = 3, bn: bool = True, kernel_size: int = 3,
+                      width: float = 1.0, activation: str = "gelu", pool_first: int = 0,
+                      widths: str = "32,256,256") -> AirbenchNet:
+    """airbench94 with a first group of 32 channels instead of 64 (`widths=32,256,256`): 0.75 of the MACs,
+    since the first group's convs and the second group's first conv, which reads its output, halve. The
+    recipe's `half` variant trains it (docs/speed.md)."""
+    return AirbenchNet(num_classes, in_channels, bn, kernel_size, width, activation, pool_first, widths)
