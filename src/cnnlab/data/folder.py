@@ -240,7 +240,8 @@ def _decode(name: str, src: bytes | Path, size: int | None) -> np.ndarray:
                                     f"most a JPEG holds)")
                 im.load()  # decodes now, so a truncated file fails here
                 if im.format == "PNG":  # a clean early end of its data decodes as black rows
-                    short = missing_rows(src if isinstance(src, bytes) else src.read_bytes())
+                    with (io.BytesIO(src) if isinstance(src, bytes) else open(src, "rb")) as stream:
+                        short = missing_rows(stream)
                     if short:
                         raise _BadImage(f"{name}: its image data {short} (a cut or damaged PNG)")
                 pixels = _to_uint8(ImageOps.exif_transpose(im))

@@ -3,8 +3,10 @@ missing rows were black. `missing_rows` counts the rows the data holds, so such 
 read as silently different pixels."""
 from __future__ import annotations
 
+import io
 import struct
 import zlib
+from typing import BinaryIO
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type: grey, RGB, palette, grey+alpha, RGBA
@@ -12,43 +14,48 @@ ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (
 PIECE = 1 << 20  # decompressed a MiB at a time: counted, never held
 
 
-def missing_rows(data: bytes) -> str | None:
-    """None when the PNG `data`'s image data fills every row its header promises (or it is no PNG, or damaged
-    in a way Pillow itself reports); otherwise how far it reaches, as 'ends after 3 of 8 rows'."""
-    if not data.startswith(SIGNATURE):
+def missing_rows(stream: BinaryIO) -> str | None:
+    """None when the PNG in `stream` (at its start) has image data for every row its header promises (or it
+    is no PNG, or damaged in a way Pillow itself reports); otherwise how far it reaches, as 'ends after 3 of 8
+    rows'. Reads chunk by chunk: a file of any size is never held whole."""
+    if stream.read(len(SIGNATURE)) != SIGNATURE:
         return None
-    header, idat, pos = None, [], len(SIGNATURE)
-    while pos + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        if kind == b"IHDR":
-            header = data[pos + 8:pos + 8 + length]
-        elif kind == b"IDAT":
-            idat.append(data[pos + 8:pos + 8 + length])
-        elif kind == b"IEND":
-            break
-        pos += 12 + length  # length, type, data, CRC
-    if header is None or len(header) < 13:
+    head = stream.read(8)
+    if len(head) < 8 or head[4:] != b"IHDR":
         return None
-    width, height, depth, colour, _, _, interlaced = struct.unpack(">IIBBBBB", header[:13])
+    header = stream.read(13)
+    if len(header) < 13:
+        return None
+    width, height, depth, colour, _, _, interlaced = struct.unpack(">IIBBBBB", header)
     bits = depth * CHANNELS.get(colour, 0)
     if not bits:
         return None
-
-    def row_bytes(w: int) -> int:  # a filter-type byte, then the row's samples
-        return (w * bits + 7) // 8 + 1
-
     passes = [(len(range(y0, height, dy)), len(range(x0, width, dx))) for x0, y0, dx, dy in ADAM7] \
         if interlaced else [(height, width)]
-    expected = sum(rows * row_bytes(w) for rows, w in passes if rows and w)
-    got, stream, inflate = 0, b"".join(idat), zlib.decompressobj()
+    expected = sum(rows * _row_bytes(w, bits) for rows, w in passes if rows and w)
+    stream.seek(struct.unpack(">I", head[:4])[0] - 13 + 4, io.SEEK_CUR)  # the rest of IHDR, its CRC
+    got, inflate = 0, zlib.decompressobj()
     try:
-        while stream and got < expected:
-            got += len(inflate.decompress(stream, PIECE))
-            stream = inflate.unconsumed_tail
+        while got < expected and len(head := stream.read(8)) == 8 and head[4:] != b"IEND":
+            length = struct.unpack(">I", head[:4])[0]
+            if head[4:] != b"IDAT":
+                stream.seek(length + 4, io.SEEK_CUR)
+                continue
+            while length and got < expected and (data := stream.read(min(PIECE, length))):
+                length -= len(data)
+                while data and got < expected:  # counted a piece at a time, never held
+                    got += len(inflate.decompress(data, PIECE))
+                    data = inflate.unconsumed_tail
+            stream.seek(length + 4, io.SEEK_CUR)  # what is left of the chunk, its CRC
     except zlib.error:
         return None
     if got >= expected:
         return None
     if interlaced:
         return f"ends after {got:,} of the {expected:,} bytes of its interlaced rows"
-    return f"ends after {got // row_bytes(width):,} of {height:,} rows"
+    return f"ends after {got // _row_bytes(width, bits):,} of {height:,} rows"
+
+
+def _row_bytes(width: int, bits: int) -> int:
+    """A row's bytes in the decompressed data: a filter-type byte, then its samples."""
+    return (width * bits + 7) // 8 + 1
