@@ -135,6 +135,20 @@ def _png(width: int, height: int, rows: bytes, interlaced: bool = False) -> byte
             + chunk(b"IEND", b""))
 
 
+def test_png_row_count_stops_reading_where_the_compressed_data_ends():
+    """Data after the end of the compressed stream (here 32 MiB of an IDAT) is never read."""
+    from cnnlab.data.png_rows import missing_rows
+
+    row = b"\x00" + bytes([200]) * 8
+    junk = bytes(32 << 20)
+    png = bytearray(_png(8, 8, row * 3))
+    iend = png.rindex(b"IEND") - 4
+    png[iend:iend] = struct.pack(">I", len(junk)) + b"IDAT" + junk + struct.pack(">I", zlib.crc32(b"IDAT" + junk))
+    stream = io.BytesIO(bytes(png))
+    assert missing_rows(stream) == "ends after 3 of 8 rows"
+    assert stream.tell() < 1 << 20
+
+
 def test_png_whose_data_ends_before_its_last_row_is_refused_not_read_as_black(tmp_path):
     """A cleanly ended compressed stream with 3 of the header's 8 rows: Pillow fills the other 5 with zeros."""
     from cnnlab.data import decode_image
@@ -150,6 +164,10 @@ def test_png_whose_data_ends_before_its_last_row_is_refused_not_read_as_black(tm
     assert decode_image(_png(6, 5, adam7, interlaced=True), "interlaced.png").tolist() == [[9] * 6] * 5
     with pytest.raises(CnnlabError, match=r"^interlaced.png: (not a readable image|its image data ends)"):
         decode_image(_png(6, 5, adam7[:-5], interlaced=True), "interlaced.png")
+    # the same PNG inside an icon file, which Pillow reads by its content whatever the file's name
+    icon = struct.pack("<HHHBBBBHHII", 0, 1, 1, 8, 8, 0, 0, 1, 32, len(_png(8, 8, row * 3)), 22) + _png(8, 8, row * 3)
+    with pytest.raises(CnnlabError, match=r"^icon.png: its image data ends after 3 of 8 rows"):
+        decode_image(icon, "icon.png")
     write_folder(tmp_path / "d", per_class=3)
     (tmp_path / "d" / "cat" / "short.png").write_bytes(_png(8, 8, row * 3))
     refused(r"cat/short.png: its image data ends after 3 of 8 rows", str(tmp_path / "d"), holdout=1)

@@ -12,6 +12,7 @@ SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type: grey, RGB, palette, grey+alpha, RGBA
 ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 PIECE = 1 << 20  # decompressed a MiB at a time: counted, never held
+CARRIERS = {"ICO", "ICNS"}  # formats whose images may be PNG files inside them
 
 
 def missing_rows(stream: BinaryIO) -> str | None:
@@ -36,12 +37,12 @@ def missing_rows(stream: BinaryIO) -> str | None:
     stream.seek(struct.unpack(">I", head[:4])[0] - 13 + 4, io.SEEK_CUR)  # the rest of IHDR, its CRC
     got, inflate = 0, zlib.decompressobj()
     try:
-        while got < expected and len(head := stream.read(8)) == 8 and head[4:] != b"IEND":
+        while got < expected and not inflate.eof and len(head := stream.read(8)) == 8 and head[4:] != b"IEND":
             length = struct.unpack(">I", head[:4])[0]
             if head[4:] != b"IDAT":
                 stream.seek(length + 4, io.SEEK_CUR)
                 continue
-            while length and got < expected and (data := stream.read(min(PIECE, length))):
+            while length and got < expected and not inflate.eof and (data := stream.read(min(PIECE, length))):
                 length -= len(data)
                 while data and got < expected:  # counted a piece at a time, never held
                     got += len(inflate.decompress(data, PIECE))
@@ -59,3 +60,20 @@ def missing_rows(stream: BinaryIO) -> str | None:
 def _row_bytes(width: int, bits: int) -> int:
     """A row's bytes in the decompressed data: a filter-type byte, then its samples."""
     return (width * bits + 7) // 8 + 1
+
+
+def missing_rows_in(stream: BinaryIO, image_format: str, cap: int) -> str | None:
+    """`missing_rows` of a PNG file, or of every PNG inside an icon file (ICO, ICNS: `CARRIERS`), whose first
+    `cap` bytes are read; None for other formats."""
+    if image_format == "PNG":
+        return missing_rows(stream)
+    if image_format not in CARRIERS:
+        return None
+    data = stream.read(cap)
+    at = data.find(SIGNATURE)
+    while at >= 0:
+        short = missing_rows(io.BytesIO(data[at:]))
+        if short:
+            return short
+        at = data.find(SIGNATURE, at + 1)
+    return None
