@@ -50,7 +50,7 @@ def test_a_cpu_without_native_bf16_is_told_what_the_cheaper_variant_costs(tmp_pa
                  "--model-kwargs", "width=0.25", "--batch-size", "256", "--no-report", "--out", str(out)]) == 0
     err = capsys.readouterr().err
     assert "recipe cifar10-fast, variant sgd (the default: " in err and "trains in fp32" in err
-    assert "--variant half spends half the FLOPs" in err
+    assert "--variant half spends under half the FLOPs" in err
 
 
 def test_a_run_records_its_variant_and_says_it(tmp_path, capsys):
@@ -83,9 +83,9 @@ def test_the_half_variant_counts_at_most_half_the_sgd_recipe_s_flops_and_fits_sh
     def flops(variant: str) -> float:  # on CIFAR-10's 40,000 training images, as benchmarks/work_to_accuracy.py
         return settings_flops({**RECIPES["cifar10-fast"], **VARIANTS[variant]}, 40_000)
 
-    assert 0.49 < flops("half") / flops("sgd") <= 0.5
+    assert 0.47 < flops("half") / flops("sgd") <= 0.5
     assert flops("muon") / flops("sgd") == pytest.approx(8 / 11)
     short = cli_config(["--recipe", "cifar10-fast", "--variant", "half", "--epochs", "3", "--data", "digits"])
-    assert parse_plan(VARIANTS["half"]["progressive"], 11) == [(10, 5), (24, 2)]  # the plan measured
+    assert parse_plan(VARIANTS["half"]["progressive"], 13) == [(10, 5), (24, 3)]  # the plan measured
     assert parse_plan(short.progressive, short.epochs) == [(10, 1)]  # the plan's shares fit a 3-epoch run
 
