@@ -35,7 +35,7 @@ from PIL import Image, ImageOps
 from ..errors import CnnlabError
 from . import limits
 from .dataset import ImageDataset, check_holdout, printable, reason
-from .png_rows import CARRIERS, missing_rows_in
+from .png_rows import CHECKED, missing_rows_in
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 ARCHIVE_EXTENSIONS = (".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
@@ -239,7 +239,7 @@ def _decode(name: str, src: bytes | Path, size: int | None) -> np.ndarray:
                     raise _BadImage(f"{name}: {im.size[0]}x{im.size[1]:,} pixels, a side over {MAX_SIDE:,} (the "
                                     f"most a JPEG holds)")
                 im.load()  # decodes now, so a truncated file fails here
-                if im.format == "PNG" or im.format in CARRIERS:  # a PNG's clean early end decodes as black rows
+                if im.format in CHECKED:  # a PNG's clean early end decodes as black rows
                     with (io.BytesIO(src) if isinstance(src, bytes) else open(src, "rb")) as stream:
                         short = missing_rows_in(stream, im.format, limits.limit(limits.MEMBER))
                     if short:

@@ -13,6 +13,7 @@ CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type: grey, RGB, palette,
 ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 PIECE = 1 << 20  # decompressed a MiB at a time: counted, never held
 CARRIERS = {"ICO", "ICNS"}  # formats whose images may be PNG files inside them
+CHECKED = {"PNG", *CARRIERS}  # the formats `missing_rows_in` reads
 
 
 def missing_rows(stream: BinaryIO) -> str | None:
@@ -70,9 +71,11 @@ def missing_rows_in(stream: BinaryIO, image_format: str, cap: int) -> str | None
     if image_format not in CARRIERS:
         return None
     data = stream.read(cap)
+    whole = io.BytesIO(data)  # one buffer, read from each PNG's offset: no copy per PNG
     at = data.find(SIGNATURE)
     while at >= 0:
-        short = missing_rows(io.BytesIO(data[at:]))
+        whole.seek(at)
+        short = missing_rows(whole)
         if short:
             return short
         at = data.find(SIGNATURE, at + 1)
