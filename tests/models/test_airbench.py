@@ -67,6 +67,14 @@ def test_bad_widths_are_one_clear_error(value):
         cnnlab.create_model("airbench94", widths=value)
 
 
+def test_a_single_number_for_widths_shows_the_three_counts_it_takes(capsys):
+    from cnnlab.cli import main
+
+    assert main(["summary", "airbench94", "--model-kwargs", "widths=64"]) == 2
+    err = capsys.readouterr().err
+    assert "widths=64 must be a str" in err and "'64,256,256'" in err and len(err.strip().splitlines()) == 1
+
+
 def test_the_narrow_airbench_is_airbench94_with_a_32_channel_first_group():
     narrow = cnnlab.create_model("airbench94_narrow", num_classes=10)
     same = cnnlab.create_model("airbench94", num_classes=10, widths="32,256,256")

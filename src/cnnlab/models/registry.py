@@ -74,12 +74,15 @@ def check_model_kwargs(name: str, switches: dict) -> None:
 
 
 def _check_type(model: str, key: str, value: object, default: object) -> None:
-    """A switch takes the type of its default (an int where a float is expected is fine)."""
+    """A switch takes the type of its default (an int where a float is expected is fine). The message shows
+    the default as an example of the form: `widths=64` reads as a number where '64,256,256' is meant."""
     ok = isinstance(value, bool) if isinstance(default, bool) else (
         isinstance(value, (int, float)) and not isinstance(value, bool) if isinstance(default, float) else
         isinstance(value, type(default)) and not isinstance(value, bool))
     if not ok:
-        raise CnnlabError(f"model '{model}': switch {key}={value!r} must be {with_article(type(default).__name__)}")
+        example = str(default).lower() if isinstance(default, bool) else repr(default)  # as typed: bn=false
+        raise CnnlabError(f"model '{model}': switch {key}={value!r} must be {with_article(type(default).__name__)} "
+                          f"such as its default, {example}")
 
 
 def _check_positive(values: dict, *keys: str) -> None:
