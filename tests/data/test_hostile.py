@@ -1,6 +1,7 @@
 """Hostile, damaged and odd inputs: each is read correctly or refused in one line naming the culprit."""
 import gzip
 import io
+import os
 import pickle
 import struct
 import sys
@@ -323,6 +324,50 @@ def test_symlinked_class_folder_is_followed(tmp_path):
     (tmp_path / "d" / "cat" / "loop").symlink_to(tmp_path / "d")  # a cycle is not walked forever
     ds = load_dataset(str(tmp_path / "d"), holdout=1)
     assert ds.classes == ["cat", "dog", "emu", "fox"] and len(ds.train_y) == 8
+
+
+def test_a_link_to_a_folder_that_holds_the_data_is_not_walked(tmp_path):
+    write_folder(tmp_path / "d", per_class=3)
+    (tmp_path / "d" / "cat" / "root").symlink_to("/")  # walking it would read the whole file system
+    (tmp_path / "d" / "cat" / "up").symlink_to(tmp_path)
+    ds = load_dataset(str(tmp_path / "d"), holdout=1)
+    assert ds.classes == ["cat", "dog", "fox"] and len(ds.train_y) == 6
+    write_folder(tmp_path / "e", per_class=3)
+    (tmp_path / "e" / "zroot").symlink_to("/")  # as a class folder it holds no images of its own
+    refused(r"e/zroot: class folder holds no images", str(tmp_path / "e"), holdout=1)
+
+
+@pytest.mark.parametrize("link", ["loop", "folder", "device"])
+def test_links_in_an_archive_to_a_loop_a_folder_or_a_device_are_one_line(tmp_path, link):
+    archive = tmp_path / "links.tar"
+    with tarfile.open(archive, "w") as tar:
+        for name, data in class_members(classes=("cat", "dog"), per_class=2).items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        links = {"loop": [("cat/a.png", "b.png"), ("cat/b.png", "a.png")], "folder": [("cat/a.png", "../dog")],
+                 "device": [("cat/a.png", "dev")]}[link]
+        if link == "folder":
+            folder = tarfile.TarInfo("dog")
+            folder.type = tarfile.DIRTYPE
+            tar.addfile(folder)
+        if link == "device":
+            device = tarfile.TarInfo("cat/dev")
+            device.type = tarfile.CHRTYPE
+            tar.addfile(device)
+        for name, target in links:
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            tar.addfile(info)
+    refused(r"cat/a.png: a link to '.*', (which is not an image file|in a loop of links)", str(archive),
+            holdout=1)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a folder name that is not UTF-8 needs a Linux file system")
+def test_a_class_folder_whose_name_is_not_utf8_is_refused_before_training(tmp_path):
+    write_folder(tmp_path / "d", per_class=3)
+    (tmp_path / "d" / "cat").rename(os.fsdecode(bytes(tmp_path / "d") + b"/\xffcat"))
+    refused(r"class folder '\\xffcat'.* not UTF-8", str(tmp_path / "d"), holdout=1)
 
 
 def test_empty_data_argument_is_refused(tmp_path, monkeypatch):

@@ -50,10 +50,13 @@ def is_archive(path: Path) -> bool:
 
 def walk_folder(path: Path) -> tuple[list[str], dict[str, Path]]:
     """(relative POSIX paths of the folders, {relative path: file} of the images), hidden entries skipped,
-    symlinked folders followed unless they lead back to a folder above them."""
+    symlinked folders followed unless they lead back to a folder above them or to one that holds the data
+    folder (a link to '/' would walk the whole file system, the data set within it)."""
     folders: list[str] = []
     files: dict[str, Path] = {}
-    above = {str(path): {os.path.realpath(path)}}  # each folder -> the real paths of it and its parents
+    root = os.path.realpath(path)
+    holders = {root, *map(str, Path(root).parents)}  # the data folder and every folder that holds it
+    above = {str(path): holders}  # each folder -> the real paths of it and its parents
     for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
         chain = above.pop(dirpath)
         keep = []
@@ -124,11 +127,16 @@ def _read_archive(path: Path) -> dict[str, bytes]:
                 total += member.size
                 if total > total_cap:
                     raise limits.over(f"{path}: the images read", total, limits.TOTAL)
+                link = f"{shown}: a link to '{printable(member.linkname)}'"
                 try:
-                    data = tar.extractfile(member).read(member_cap + 1)
+                    reader = tar.extractfile(member)
                 except KeyError:  # a link to a member the archive lacks
-                    raise CnnlabError(f"{shown}: a link to '{printable(member.linkname)}', which the archive "
-                                      f"lacks") from None
+                    raise CnnlabError(f"{link}, which the archive lacks") from None
+                except RecursionError:  # tarfile resolves links by recursion: a.png -> b.png -> a.png
+                    raise CnnlabError(f"{link}, in a loop of links") from None
+                if reader is None:  # a link to a folder, a device or a pipe
+                    raise CnnlabError(f"{link}, which is not an image file")
+                data = reader.read(member_cap + 1)
                 if len(data) > member_cap:
                     raise limits.over(shown, len(data), limits.MEMBER)
                 files[name] = data
@@ -286,6 +294,13 @@ def load_folder(path: Path, holdout: float = 0.2, image_size: int | None = None,
     files = _list_files(path)
     tree = _layout(path, files)
     classes = sorted(tree["train"])
+    for cls in classes:  # bytes that are not UTF-8 come as surrogates, which the reports cannot draw
+        try:
+            cls.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = printable(cls.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
+            raise CnnlabError(f"{path}: class folder '{shown}' has a name that is not UTF-8 text; rename it, "
+                              f"since the class names label the reports") from None
     unknown = sorted(set(tree.get("test", {})) - set(classes))
     if unknown:
         raise CnnlabError(f"{path}: test class '{unknown[0]}' has no train folder")
