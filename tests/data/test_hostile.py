@@ -126,14 +126,26 @@ def test_a_strip_of_pixels_is_refused_before_it_is_decoded():
     assert decode_image(image_bytes(np.zeros((65_535, 1), np.uint8)), "tall.png").shape == (65_535, 1)
 
 
-def _png(width: int, height: int, rows: bytes, interlaced: bool = False) -> bytes:
-    """An 8-bit greyscale PNG of a header and `rows` (each a filter byte, then the samples) as its data."""
+def _png(width: int, height: int, rows: bytes, interlaced: bool = False, colour: int = 0,
+         palette: bytes | None = None) -> bytes:
+    """An 8-bit PNG (greyscale, or `colour` 3: palette indices) of a header, a PLTE chunk if `palette` is
+    given, and `rows` (each a filter byte, then the samples) as its data."""
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, int(interlaced))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
-            + chunk(b"IEND", b""))
+    header = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, int(interlaced))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + (chunk(b"PLTE", palette) if palette else b"")
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def test_palette_png_without_its_palette_is_refused_not_read_as_black():
+    from cnnlab.data import decode_image
+
+    rows = (b"\x00" + bytes([1]) * 4) * 4
+    whole = _png(4, 4, rows, colour=3, palette=bytes([0, 0, 0, 200, 100, 50]))
+    assert decode_image(whole, "whole.png").reshape(-1, 3).tolist() == [[200, 100, 50]] * 16
+    with pytest.raises(CnnlabError, match=r"^bare.png: its image data indexes a palette the file lacks"):
+        decode_image(_png(4, 4, rows, colour=3), "bare.png")
 
 
 def test_png_row_count_stops_reading_where_the_compressed_data_ends():

@@ -32,7 +32,7 @@ from .dataset import ImageDataset, reason, validate
 from .download import digest
 from .folder import walk_folder
 
-FORMAT_VERSION = 4  # part of every key: raised whenever decoding changes, so older decodings are not served
+FORMAT_VERSION = 5  # part of every key: raised whenever decoding changes, so older decodings are not served
 _ARRAYS = ("train_x", "train_y", "test_x", "test_y")
 _HOST = socket.gethostname()
 _TEMP = re.compile(r"^\.[0-9a-f]{20}\.(?P<host>.+)\.(?P<pid>\d+)\.[^.]+\.tmp$")

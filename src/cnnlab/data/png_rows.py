@@ -19,7 +19,7 @@ CHECKED = {"PNG", *CARRIERS}  # the formats `missing_rows_in` reads
 def missing_rows(stream: BinaryIO) -> str | None:
     """None when the PNG in `stream` (at its start) has image data for every row its header promises (or it
     is no PNG, or damaged in a way Pillow itself reports); otherwise how far it reaches, as 'ends after 3 of 8
-    rows'. Reads chunk by chunk: a file of any size is never held whole."""
+    rows', or that its palette is missing. Reads chunk by chunk: a file of any size is never held whole."""
     if stream.read(len(SIGNATURE)) != SIGNATURE:
         return None
     head = stream.read(8)
@@ -36,13 +36,16 @@ def missing_rows(stream: BinaryIO) -> str | None:
         if interlaced else [(height, width)]
     expected = sum(rows * _row_bytes(w, bits) for rows, w in passes if rows and w)
     stream.seek(struct.unpack(">I", head[:4])[0] - 13 + 4, io.SEEK_CUR)  # the rest of IHDR, its CRC
-    got, inflate = 0, zlib.decompressobj()
+    got, inflate, palette = 0, zlib.decompressobj(), False
     try:
         while got < expected and not inflate.eof and len(head := stream.read(8)) == 8 and head[4:] != b"IEND":
             length = struct.unpack(">I", head[:4])[0]
             if head[4:] != b"IDAT":
+                palette |= head[4:] == b"PLTE"
                 stream.seek(length + 4, io.SEEK_CUR)
                 continue
+            if colour == 3 and not palette:  # the PNG standard requires it first; Pillow would paint black
+                return "indexes a palette the file lacks"
             while length and got < expected and not inflate.eof and (data := stream.read(min(PIECE, length))):
                 length -= len(data)
                 while data and got < expected:  # counted a piece at a time, never held
