@@ -187,6 +187,44 @@ def test_png_whose_data_ends_before_its_last_row_is_refused_not_read_as_black(tm
     assert load_dataset(str(tmp_path / "d"), holdout=1, skip_bad=True).notes == ["skipped 1 unreadable image"]
 
 
+def _jpeg(mode: str = "RGB", **save) -> bytes:
+    """A 32x32 JPEG of noise (every block coded) in `mode`."""
+    pixels = (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).convert(mode).save(buf, "JPEG", quality=75, **save)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["baseline", "progressive", "grey", "cmyk"])
+def test_jpeg_cut_mid_scan_with_an_end_marker_is_refused_not_read_as_grey(tmp_path, kind):
+    """libjpeg fills the blocks after a cut with grey and only warns; with the end-of-image marker appended
+    Pillow raises nothing."""
+    from cnnlab.data import decode_image
+
+    whole = {"baseline": _jpeg(), "progressive": _jpeg(progressive=True), "grey": _jpeg("L"),
+             "cmyk": _jpeg("CMYK")}[kind]
+    cut = whole[:whole.rindex(b"\xff\xda") + 40] + b"\xff\xd9"
+    with Image.open(io.BytesIO(cut)) as im:
+        im.load()  # the silent case: Pillow decodes it
+    assert decode_image(whole, "whole.jpg").shape[:2] == (32, 32)
+    with pytest.raises(CnnlabError, match=r"^cut.jpg: its compressed data ends before its last block \(a cut or "
+                                          r"damaged JPEG\)$"):
+        decode_image(cut, "cut.jpg")
+    write_folder(tmp_path / "d", per_class=3)
+    (tmp_path / "d" / "cat" / "cut.jpg").write_bytes(cut)
+    refused(r"cat/cut.jpg: its compressed data ends before its last block", str(tmp_path / "d"), holdout=1)
+    assert load_dataset(str(tmp_path / "d"), holdout=1, skip_bad=True).notes == ["skipped 1 unreadable image"]
+
+
+def test_jpeg_with_bytes_after_its_last_block_is_read():
+    """Some cameras pad the data before the end marker; every block is there, so the image is read whole."""
+    from cnnlab.data import decode_image
+
+    whole = _jpeg()
+    padded = whole[:-2] + bytes(10) + b"\xff\xd9"
+    assert np.array_equal(decode_image(padded, "padded.jpg"), decode_image(whole, "whole.jpg"))
+
+
 def test_unreadable_member_message_has_no_object_repr(tmp_path):
     members = class_members()
     members["a/zz.png"] = b"not an image at all"

@@ -33,9 +33,10 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..errors import CnnlabError
-from . import limits
+from . import jpeg_scan, limits
 from .dataset import ImageDataset, check_holdout, printable, reason
-from .png_rows import CHECKED, missing_rows_in
+from .png_rows import CHECKED as PNG_CHECKED
+from .png_rows import missing_rows_in
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 ARCHIVE_EXTENSIONS = (".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
@@ -227,6 +228,19 @@ def _to_uint8(im: Image.Image) -> np.ndarray:
 MAX_SIDE = 65_535
 
 
+def _made_up_pixels(src: bytes | Path, image_format: str | None) -> str | None:
+    """Why Pillow's pixels of a file it decoded without error are partly not the file's: a PNG whose data
+    ends cleanly before its last row (read as black rows), a JPEG whose blocks stop early (read as grey)."""
+    if image_format not in PNG_CHECKED and image_format not in jpeg_scan.FORMATS:
+        return None
+    with (io.BytesIO(src) if isinstance(src, bytes) else open(src, "rb")) as stream:
+        if image_format in jpeg_scan.FORMATS:
+            why = jpeg_scan.damaged_scan(stream.read(limits.limit(limits.MEMBER)))
+            return why and f"its compressed data {why} (a cut or damaged JPEG)"
+        short = missing_rows_in(stream, image_format, limits.limit(limits.MEMBER))
+        return short and f"its image data {short} (a cut or damaged PNG)"
+
+
 def decode_image(src: bytes | Path, name: str, size: int | None = None) -> np.ndarray:
     """One image file as uint8 (H, W) or (H, W, 3), upright, resized to size x size when given. Raises
     CnnlabError naming `name` for anything unreadable, including decompression bombs."""
@@ -247,11 +261,9 @@ def _decode(name: str, src: bytes | Path, size: int | None) -> np.ndarray:
                     raise _BadImage(f"{name}: {im.size[0]}x{im.size[1]:,} pixels, a side over {MAX_SIDE:,} (the "
                                     f"most a JPEG holds)")
                 im.load()  # decodes now, so a truncated file fails here
-                if im.format in CHECKED:  # a PNG's clean early end decodes as black rows
-                    with (io.BytesIO(src) if isinstance(src, bytes) else open(src, "rb")) as stream:
-                        short = missing_rows_in(stream, im.format, limits.limit(limits.MEMBER))
-                    if short:
-                        raise _BadImage(f"{name}: its image data {short} (a cut or damaged PNG)")
+                made_up = _made_up_pixels(src, im.format)
+                if made_up:
+                    raise _BadImage(f"{name}: {made_up}")
                 pixels = _to_uint8(ImageOps.exif_transpose(im))
         if size is not None and pixels.shape[:2] != (size, size):
             pixels = np.asarray(Image.fromarray(pixels).resize((size, size), Image.Resampling.BILINEAR))
