@@ -84,7 +84,42 @@ DAMAGE = {
     "float pixels": _save("train_x", np.zeros((15, 12, 12, 3))),
     "pickled object array": _save("train_x", np.array([None] * 15, dtype=object)),
     "missing array": lambda e: (e / "test_y.npy").unlink(),
+    "a pixel byte changed": lambda e: _change_last_byte(e / "train_x.npy"),
+    "a label changed": lambda e: _save("test_y", (np.load(e / "test_y.npy") + 1) % 3)(e),
+    "classes reordered in meta": lambda e: _edit_meta(e, classes=["dog", "cat", "fox"]),
+    "another data set's entry": lambda e: _replace_with_another_entry(e),
+    "an array that is a link": lambda e: _link_to_copy(e / "train_x.npy"),
 }
+
+
+def _change_last_byte(path):
+    """The last byte of the file changed (a pixel's lowest bit), the file still a valid array of its shape."""
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+
+
+def _edit_meta(entry, **changes):
+    meta = json.loads((entry / "meta.json").read_text())
+    (entry / "meta.json").write_text(json.dumps({**meta, **changes}))
+
+
+def _replace_with_another_entry(entry):
+    """The entry's files replaced by those of a data set of the same shapes under other class names."""
+    other = entry.parent.parent / "other"
+    write_folder(other, classes=("ant", "bee", "elk"), per_class=6)
+    load_dataset(str(other), holdout=1)
+    (other_entry,) = [p for p in entry.parent.iterdir() if not p.name.startswith(".") and p != entry]
+    for f in other_entry.iterdir():
+        shutil.copy(f, entry / f.name)
+
+
+def _link_to_copy(path):
+    """The array replaced by a link to a copy of itself elsewhere: cnnlab never writes links into an entry."""
+    copy = path.parent.parent / f"{path.parent.name}-{path.name}"
+    shutil.copy(path, copy)
+    path.unlink()
+    path.symlink_to(copy)
 
 
 @pytest.mark.parametrize("damage", DAMAGE, ids=list(DAMAGE))
@@ -191,9 +226,10 @@ def test_a_pipe_or_a_huge_meta_json_is_a_damaged_entry_never_waited_on_or_read_w
     signal.alarm(20)
     try:
         assert main(["cache", "list"]) == 0
-        assert "damaged (meta.json is missing or not a regular file)" in capsys.readouterr().out
+        assert "damaged (meta.json is missing, a link or not a regular file)" in capsys.readouterr().out
         assert load_dataset(str(tmp_path / "d"), holdout=1).train_x.shape[0] == 6  # rebuilt
-        assert "is damaged (meta.json is missing or not a regular file); it is rebuilt" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "is damaged (meta.json is missing, a link or not a regular file); it is rebuilt" in err
     finally:
         signal.alarm(0)
     os.truncate(entry / "meta.json", 1 << 32)  # sparse: no disk

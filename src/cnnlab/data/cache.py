@@ -8,7 +8,10 @@ write and cannot be set back, so `cp -p` or a restored mtime still changes the k
 An entry is written into a hidden temporary folder named after its writer (`.KEY.HOST.PID.XXXX.tmp`) and
 renamed into place, so an interrupted write never leaves a half-written entry; the temporary folders of
 writers that died are removed at the next write. An entry read back is checked (meta.json, array files,
-dtypes, shapes, labels in range); a damaged one is rebuilt from the source with a warning. A cache folder
+dtypes, shapes, labels in range) and so are its bytes: meta.json holds its key and the SHA-256 of every array
+file and of its own other fields, so a changed pixel or label, a reordered class list or another entry's files
+moved in are found (sorting damage from deliberate edits is not the point: whoever can write the cache can
+write those too). A damaged entry is rebuilt from the source with a warning. A cache folder
 that cannot be written (a file, read-only, a full disk) costs a warning, not the run.
 """
 from __future__ import annotations
@@ -28,11 +31,11 @@ import numpy as np
 
 from ..errors import CnnlabError
 from ..runtime.files import read_text_capped
-from .dataset import ImageDataset, reason, validate
+from .dataset import ImageDataset, printable, reason, validate
 from .download import digest
 from .folder import walk_folder
 
-FORMAT_VERSION = 5  # part of every key: raised whenever decoding changes, so older decodings are not served
+FORMAT_VERSION = 6  # part of every key: raised whenever decoding changes, so older decodings are not served
 _ARRAYS = ("train_x", "train_y", "test_x", "test_y")
 _HOST = socket.gethostname()
 _TEMP = re.compile(r"^\.[0-9a-f]{20}\.(?P<host>.+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
@@ -67,18 +70,44 @@ def _warn(message: str) -> None:
 
 
 def _read_meta(entry: Path) -> dict:
-    """meta.json, once every file of the entry is known to be a regular file (a pipe would be waited on) and
-    read up to a cap (a huge one would fill the memory)."""
+    """meta.json, once every file of the entry is known to be a regular file, not a link (a pipe would be
+    waited on; cnnlab writes no links) and read up to a cap (a huge one would fill the memory)."""
     for name in _FILES:
-        if not (entry / name).is_file():
-            raise CnnlabError(f"{name} is missing or not a regular file")
+        if not (entry / name).is_file() or (entry / name).is_symlink():
+            raise CnnlabError(f"{name} is missing, a link or not a regular file")
     return json.loads(read_text_capped(entry / "meta.json"))
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _sealed(meta: dict) -> dict:
+    """`meta` with the SHA-256 of its own fields added as `seal`."""
+    return {**meta, "seal": hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()}
+
+
+def _check_bytes(entry: Path, meta: dict) -> None:
+    """That the entry's files are those written under its key: meta.json unchanged, each array file too."""
+    fields = {k: v for k, v in meta.items() if k != "seal"}
+    if meta.get("seal") != _sealed(fields)["seal"]:
+        raise CnnlabError("meta.json does not match its seal (edited or damaged)")
+    if meta.get("key") != entry.name:
+        raise CnnlabError(f"meta.json is that of entry {printable(str(meta.get('key')))[:40]}")
+    sums = meta.get("sha256")
+    for k in _ARRAYS:
+        if not isinstance(sums, dict) or sums.get(k) != _sha256(entry / f"{k}.npy"):
+            raise CnnlabError(f"{k}.npy does not match its SHA-256 in meta.json (changed or damaged)")
 
 
 def _read(entry: Path) -> ImageDataset:
     """The entry's arrays, memory-mapped, after checking everything a damaged or tampered entry could break."""
     meta = _read_meta(entry)
-    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not isinstance(meta.get("notes"), list) \
+    if not isinstance(meta, dict):
+        raise CnnlabError("meta.json is not an object")
+    _check_bytes(entry, meta)
+    if not isinstance(meta.get("name"), str) or not isinstance(meta.get("notes"), list) \
             or not isinstance(meta.get("held_out"), bool):
         raise CnnlabError("meta.json lacks name, classes, notes or held_out")
     size = meta.get("default_image_size")
@@ -138,8 +167,9 @@ def _write(entry: Path, ds: ImageDataset, source: Path) -> None:
         for k in _ARRAYS:
             np.save(tmp / f"{k}.npy", np.ascontiguousarray(getattr(ds, k)))
         meta = {"name": ds.name, "classes": ds.classes, "default_image_size": ds.default_image_size,
-                "notes": ds.notes, "held_out": ds.held_out, "source": str(source)}
-        (tmp / "meta.json").write_text(json.dumps(meta))  # written last: its presence marks a complete entry
+                "notes": ds.notes, "held_out": ds.held_out, "source": str(source), "key": entry.name,
+                "sha256": {k: _sha256(tmp / f"{k}.npy") for k in _ARRAYS}}
+        (tmp / "meta.json").write_text(json.dumps(_sealed(meta)))  # written last: its presence marks a complete entry
         os.replace(tmp, entry)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
