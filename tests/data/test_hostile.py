@@ -225,6 +225,22 @@ def test_jpeg_with_bytes_after_its_last_block_is_read():
     assert np.array_equal(decode_image(padded, "padded.jpg"), decode_image(whole, "whole.jpg"))
 
 
+def test_damaged_compressed_tiff_is_one_line_with_libtiffs_reason(tmp_path, capfd):
+    """libtiff writes its complaint to the process's stderr itself; it belongs in cnnlab's one line."""
+    from cnnlab.cli import main
+
+    tiff = bytearray(image_bytes((np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8), "TIFF",
+                                 compression="tiff_lzw"))
+    tiff[8] ^= 0xFF  # the first byte of the LZW strip
+    write_folder(tmp_path / "d", per_class=3)
+    (tmp_path / "d" / "cat" / "bad.tif").write_bytes(bytes(tiff))
+    assert main(["train", "--data", str(tmp_path / "d"), "--holdout", "1", "--model", "cnn", "--epochs", "1",
+                 "-q", "--out", str(tmp_path / "run")]) == 2
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1, err
+    assert "cat/bad.tif: not a readable image (libtiff: Using code not yet in table)" in err
+
+
 def test_unreadable_member_message_has_no_object_repr(tmp_path):
     members = class_members()
     members["a/zz.png"] = b"not an image at all"

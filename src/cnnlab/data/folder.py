@@ -17,6 +17,7 @@ The EXIF orientation is applied. Images over Pillow's pixel limit are refused as
 from __future__ import annotations
 
 import bz2
+import contextlib
 import gzip
 import io
 import lzma
@@ -24,6 +25,7 @@ import os
 import re
 import sys
 import tarfile
+import tempfile
 import warnings
 import zlib
 from collections import defaultdict
@@ -228,6 +230,23 @@ def _to_uint8(im: Image.Image) -> np.ndarray:
 MAX_SIDE = 65_535
 
 
+@contextlib.contextmanager
+def _c_stderr_kept(lines: list[str]):
+    """What C code (libtiff) writes to the process's stderr meanwhile, appended to `lines` instead: its
+    complaint about a damaged file goes into cnnlab's one-line message, not before it."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as kept:
+        os.dup2(kept.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            kept.seek(0)
+            lines.extend(kept.read(1 << 16).decode(errors="replace").splitlines())
+
+
 def _made_up_pixels(src: bytes | Path, image_format: str | None) -> str | None:
     """Why Pillow's pixels of a file it decoded without error are partly not the file's: a PNG whose data
     ends cleanly before its last row (read as black rows), a JPEG whose blocks stop early (read as grey)."""
@@ -253,6 +272,7 @@ def decode_image(src: bytes | Path, name: str, size: int | None = None) -> np.nd
 def _decode(name: str, src: bytes | Path, size: int | None) -> np.ndarray:
     if isinstance(src, Path) and src.exists() and not src.is_file():  # opening a FIFO would wait forever
         raise _BadImage(f"{name}: not a regular file (a pipe, socket or device?)")
+    libtiff: list[str] = []
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -260,7 +280,11 @@ def _decode(name: str, src: bytes | Path, size: int | None) -> np.ndarray:
                 if max(im.size) > MAX_SIDE:  # from the header, before a byte of it is decoded
                     raise _BadImage(f"{name}: {im.size[0]}x{im.size[1]:,} pixels, a side over {MAX_SIDE:,} (the "
                                     f"most a JPEG holds)")
-                im.load()  # decodes now, so a truncated file fails here
+                if im.format == "TIFF":
+                    with _c_stderr_kept(libtiff):
+                        im.load()
+                else:
+                    im.load()  # decodes now, so a truncated file fails here
                 made_up = _made_up_pixels(src, im.format)
                 if made_up:
                     raise _BadImage(f"{name}: {made_up}")
@@ -279,6 +303,8 @@ def _decode(name: str, src: bytes | Path, size: int | None) -> np.ndarray:
         raise
     except Exception as exc:  # noqa: BLE001 - whatever a damaged file makes Pillow raise is the file's fault
         why = reason(exc)
+        if libtiff:  # its own words rather than Pillow's "decoder error -2"
+            why = "libtiff: " + printable(libtiff[-1].removeprefix("tempfile.tif: ").rstrip("."))[:200]
         if "cannot identify image file" in why:  # Pillow names the file object: <_io.BytesIO object at 0x..>
             why = "not an image format Pillow knows"
         raise _BadImage(f"{name}: not a readable image ({why})") from None
