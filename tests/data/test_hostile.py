@@ -148,6 +148,24 @@ def test_palette_png_without_its_palette_is_refused_not_read_as_black():
         decode_image(_png(4, 4, rows, colour=3), "bare.png")
 
 
+def test_palette_image_whose_pixels_index_past_its_palette_is_refused_not_read_as_black(tmp_path):
+    from cnnlab.data import decode_image
+
+    rows = (b"\x00" + bytes([0, 1, 2, 1])) * 4
+    with pytest.raises(CnnlabError, match=r"^short.png: its pixels use colour 2 of a palette of 2 colours "
+                                          r"\(a damaged file\)$"):
+        decode_image(_png(4, 4, rows, colour=3, palette=bytes([10, 20, 30, 40, 50, 60])), "short.png")
+    whole = decode_image(_png(4, 4, rows, colour=3, palette=bytes([10, 20, 30, 40, 50, 60, 70, 80, 90])), "w.png")
+    assert whole[0].tolist() == [[10, 20, 30], [40, 50, 60], [70, 80, 90], [40, 50, 60]]
+    # the transparent index may lie past the colours: those pixels are see-through, not black
+    gif = Image.new("P", (4, 4), 0)
+    gif.putpalette([10, 20, 30, 40, 50, 60])
+    gif.putpixel((0, 0), 7)
+    buf = io.BytesIO()
+    gif.save(buf, "PNG", transparency=7)
+    assert decode_image(buf.getvalue(), "t.png")[0, 1].tolist() == [10, 20, 30]
+
+
 def test_png_row_count_stops_reading_where_the_compressed_data_ends():
     """Data after the end of the compressed stream (here 32 MiB of an IDAT) is never read."""
     from cnnlab.data.png_rows import missing_rows

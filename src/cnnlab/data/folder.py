@@ -247,6 +247,21 @@ def _c_stderr_kept(lines: list[str]):
             lines.extend(kept.read(1 << 16).decode(errors="replace").splitlines())
 
 
+def _past_the_palette(im: Image.Image) -> str | None:
+    """A palette image whose pixels use colours its palette lacks, which Pillow reads as black (the
+    transparent index excepted: those pixels are see-through)."""
+    if im.mode != "P":
+        return None
+    colours = len(im.getpalette() or []) // 3
+    used = np.flatnonzero(np.bincount(np.asarray(im).ravel(), minlength=256)[colours:]) + colours
+    transparent = im.info.get("transparency")
+    if isinstance(transparent, int):  # (a PNG's tRNS may instead give each palette entry an alpha: bytes)
+        used = used[used != transparent]
+    if used.size:
+        return f"its pixels use colour {used[0]} of a palette of {colours} colours (a damaged file)"
+    return None
+
+
 def _made_up_pixels(src: bytes | Path, image_format: str | None) -> str | None:
     """Why Pillow's pixels of a file it decoded without error are partly not the file's: a PNG whose data
     ends cleanly before its last row (read as black rows), a JPEG whose blocks stop early (read as grey)."""
@@ -285,7 +300,7 @@ def _decode(name: str, src: bytes | Path, size: int | None) -> np.ndarray:
                         im.load()
                 else:
                     im.load()  # decodes now, so a truncated file fails here
-                made_up = _made_up_pixels(src, im.format)
+                made_up = _made_up_pixels(src, im.format) or _past_the_palette(im)
                 if made_up:
                     raise _BadImage(f"{name}: {made_up}")
                 pixels = _to_uint8(ImageOps.exif_transpose(im))
